@@ -1,0 +1,77 @@
+"""`get_ploy_context().env.<BINDING>`: workflow bindings and database bindings of ploy.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine import queries, registry, runtime
+from engine.config import BindingConfig
+from engine.database import Database, databases_of
+from engine.records import ExecutionRecord
+
+
+class WorkflowBinding:
+    """Trigger, inspect and cancel the executions of one workflow binding."""
+
+    def __init__(self, config: BindingConfig) -> None:
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"<WorkflowBinding {self.config.binding}: {self.config.name}>"
+
+    def trigger(
+        self, input: object = None, *, idempotency_key: str | None = None
+    ) -> runtime.TriggerResult:
+        return runtime.trigger(self.config.binding, input, idempotency_key=idempotency_key)
+
+    def get_execution(self, execution_id: str) -> ExecutionRecord:
+        execution = queries.get_execution(execution_id, workflow=self.config.name)
+        return ExecutionRecord.of(execution)
+
+    def cancel(self, execution_id: str) -> ExecutionRecord:
+        # Only this binding's workflow: check before changing anything.
+        queries.get_execution(execution_id, workflow=self.config.name)
+        runtime.cancel_execution(execution_id)
+        return self.get_execution(execution_id)
+
+
+class Env:
+    """Attribute access to the bindings, as Ploy's `env.DATA_FLOW` / `env.DB`."""
+
+    def __init__(self, workflows: dict[str, WorkflowBinding], databases: dict[str, Database]):
+        self.workflows = workflows
+        self.databases = databases
+
+    def __getattr__(self, name: str) -> WorkflowBinding | Database:
+        bindings = {**self.workflows, **self.databases}
+        if name in bindings:
+            return bindings[name]
+        known = ", ".join(sorted(bindings)) or "none"
+        raise AttributeError(f"env has no binding {name!r} (ploy.yaml defines: {known})")
+
+    def __dir__(self) -> list[str]:
+        return sorted({*self.workflows, *self.databases})
+
+
+@dataclass(frozen=True)
+class PloyContext:
+    env: Env
+
+
+_env_cache: tuple[registry.Registry, Env] | None = None
+
+
+def current_env() -> Env:
+    """The Env of the current registry, built once (database bindings keep their connections)."""
+    global _env_cache
+    current = registry.current()
+    if _env_cache is None or _env_cache[0] is not current:
+        workflows = {
+            binding.binding: WorkflowBinding(binding) for binding in current.config.workflows
+        }
+        _env_cache = (current, Env(workflows, databases_of(current.config)))
+    return _env_cache[1]
+
+
+def get_ploy_context() -> PloyContext:
+    return PloyContext(env=current_env())

@@ -1,0 +1,209 @@
+"""`step`: step.run() and step.sleep(), memoized against the execution's Step rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from engine.errors import PloyError, StepFailed
+from engine.lease import Lease
+from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
+from engine.payloads import error_details, to_json
+
+FIRST_RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
+SLEEP_PREFIX = "sleep:"
+
+
+class Suspend(BaseException):
+    """End this run; the execution runs again at `wake_at` (a sleep or a retry back-off).
+
+    A BaseException, so that a handler's `except Exception` cannot swallow it.
+    """
+
+    def __init__(self, wake_at: datetime) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+
+
+def retry_delay(failures: int) -> timedelta:
+    """About 1 s before the first retry, doubling each time, capped at 30 s."""
+    return timedelta(seconds=min(FIRST_RETRY_SECONDS * 2 ** (failures - 1), MAX_RETRY_SECONDS))
+
+
+class StepContext:
+    """The `step` argument of a handler; one per run of an execution."""
+
+    def __init__(
+        self,
+        *,
+        execution: Execution,
+        steps: list[Step],
+        retries: int,
+        lease: Lease,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._execution = execution
+        self._steps = {step.name: step for step in steps}
+        self._retries = retries
+        self._lease = lease
+        self._clock = clock
+        self._sleeps = 0
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[], object],
+        *,
+        input: object = None,
+        retries: int | None = None,
+    ) -> object:
+        """Run `fn` once and persist its result; on a replay return the stored result."""
+        _check_step_name(name)
+        if not callable(fn):
+            raise TypeError(f"step.run({name!r}, fn): fn must be a function, got {fn!r}")
+        step = self._steps.get(name)
+        if step is not None:
+            if step.status == StepStatus.COMPLETED:
+                return step.output
+            if step.status == StepStatus.FAILED:
+                raise _step_failed(step)
+            if step.wake_at is not None and step.wake_at > self._clock():
+                raise Suspend(step.wake_at)
+        retries = self._retries if retries is None else _check_retries(name, retries)
+        snapshot = to_json(input, f"the input of step {name!r}")
+        step, attempt = self._begin_attempt(name, step, snapshot, retries)
+        try:
+            value = fn()
+        except Exception as error:
+            raise self._record_failure(step, attempt, error, final=False) from error
+        try:
+            output = to_json(value, f"the output of step {name!r}")
+        except PloyError as error:
+            # Retrying cannot make the same value serialisable: fail at once.
+            raise self._record_failure(step, attempt, error, final=True) from None
+        self._record_success(step, attempt, output)
+        return output
+
+    def sleep(self, ms: float) -> None:
+        """Durable: the run ends here and the execution is woken at the stored wake time."""
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0 or math.isinf(ms):
+            raise ValueError(f"step.sleep(ms) needs a number of milliseconds >= 0, got {ms!r}")
+        self._sleeps += 1
+        name = f"{SLEEP_PREFIX}{self._sleeps}"
+        step = self._steps.get(name)
+        now = self._clock()
+        if step is None:
+            wake_at = now + timedelta(milliseconds=ms)
+            with self._lease.hold(now):
+                self._steps[name] = Step.objects.create(
+                    execution=self._execution,
+                    name=name,
+                    position=len(self._steps),
+                    status=StepStatus.SLEEPING,
+                    input={"ms": ms},
+                    started_at=now,
+                    wake_at=wake_at,
+                )
+            raise Suspend(wake_at)
+        if step.status == StepStatus.COMPLETED:
+            return
+        if step.wake_at > now:
+            raise Suspend(step.wake_at)
+        with self._lease.hold(now):
+            step.status = StepStatus.COMPLETED
+            step.finished_at = now
+            step.save(update_fields=["status", "finished_at"])
+
+    def _begin_attempt(
+        self, name: str, step: Step | None, snapshot: object, retries: int
+    ) -> tuple[Step, Attempt]:
+        now = self._clock()
+        with self._lease.hold(now):
+            if step is None:
+                step = Step.objects.create(
+                    execution=self._execution,
+                    name=name,
+                    position=len(self._steps),
+                    status=StepStatus.RUNNING,
+                    input=snapshot,
+                    retries=retries,
+                    attempt_count=1,
+                    started_at=now,
+                )
+                self._steps[name] = step
+            else:
+                if step.attempt_count > step.failure_count:
+                    _mark_interrupted(step, now)
+                step.input, step.retries, step.wake_at = snapshot, retries, None
+                step.attempt_count += 1
+                step.save(update_fields=["input", "retries", "wake_at", "attempt_count"])
+            attempt = Attempt.objects.create(
+                step=step, number=step.attempt_count, status=AttemptStatus.RUNNING, started_at=now
+            )
+        return step, attempt
+
+    def _record_success(self, step: Step, attempt: Attempt, output: object) -> None:
+        now = self._clock()
+        with self._lease.hold(now):
+            Attempt.objects.filter(pk=attempt.pk).update(
+                status=AttemptStatus.COMPLETED, finished_at=now
+            )
+            step.status, step.output, step.finished_at = StepStatus.COMPLETED, output, now
+            step.save(update_fields=["status", "output", "finished_at"])
+
+    def _record_failure(
+        self, step: Step, attempt: Attempt, error: Exception, *, final: bool
+    ) -> BaseException:
+        """Store the failed attempt; return what to raise: a Suspend to retry, else StepFailed."""
+        now = self._clock()
+        details = error_details(error)
+        step.failure_count += 1
+        retry = not final and step.failure_count <= step.retries
+        with self._lease.hold(now):
+            Attempt.objects.filter(pk=attempt.pk).update(
+                status=AttemptStatus.FAILED,
+                error_type=details["type"],
+                error_message=details["message"],
+                error_traceback=details["traceback"],
+                finished_at=now,
+            )
+            if retry:
+                step.wake_at = now + retry_delay(step.failure_count)
+            else:
+                step.status, step.error, step.finished_at = StepStatus.FAILED, details, now
+            step.save(update_fields=["failure_count", "wake_at", "status", "error", "finished_at"])
+        return Suspend(step.wake_at) if retry else _step_failed(step)
+
+
+def _mark_interrupted(step: Step, now: datetime) -> None:
+    """An attempt still `running` here was cut off by a worker that died."""
+    Attempt.objects.filter(step=step, status=AttemptStatus.RUNNING).update(
+        status=AttemptStatus.FAILED,
+        error_type="WorkerLost",
+        error_message="the worker stopped before this attempt finished; the step runs again",
+        finished_at=now,
+    )
+
+
+def _step_failed(step: Step) -> StepFailed:
+    error = step.error or {}
+    return StepFailed(
+        step.name, error.get("type", "Error"), error.get("message", ""), step.attempt_count
+    )
+
+
+def _check_step_name(name: object) -> None:
+    if not isinstance(name, str) or not name.strip():
+        raise TypeError(f"step.run(name, fn): name must be a non-empty string, got {name!r}")
+    if name.startswith(SLEEP_PREFIX):
+        raise ValueError(f"step name {name!r} is reserved for step.sleep(): choose another name")
+
+
+def _check_retries(name: str, retries: object) -> int:
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(
+            f"step.run({name!r}, retries=...) must be a whole number >= 0, got {retries!r}"
+        )
+    return retries

@@ -1,0 +1,70 @@
+"""Every error a user can cause, each a one-line message naming the problem and the fix."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class PloyError(Exception):
+    """Base of the errors ployweb reports to users."""
+
+
+class ConfigError(PloyError, ImproperlyConfigured):
+    """ploy.yaml or the workflow module is wrong; refused at start-up."""
+
+    def __init__(self, path: object, message: str) -> None:
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class UnknownWorkflow(PloyError):
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"unknown workflow {name!r}: use a binding or workflow name from ploy.yaml"
+        )
+
+
+class ExecutionNotFound(PloyError):
+    def __init__(self, execution_id: object) -> None:
+        self.execution_id = str(execution_id)
+        super().__init__(f"no execution with id {self.execution_id!r}")
+
+
+class ExecutionAlreadyFinished(PloyError):
+    def __init__(self, execution_id: object, status: str) -> None:
+        self.execution_id = str(execution_id)
+        self.status = status
+        super().__init__(f"execution {self.execution_id} has already ended ({status})")
+
+
+class NotJSONSerializable(PloyError):
+    def __init__(self, what: str, reason: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what} is not JSON-serialisable ({reason}): return dicts, lists, "
+            "strings, numbers, booleans or None"
+        )
+
+
+class PayloadTooLarge(PloyError):
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what, self.size, self.limit = what, size, limit
+        super().__init__(
+            f"{what} is {size} bytes, over the {limit}-byte limit (PLOY_MAX_PAYLOAD_BYTES): "
+            "store large data elsewhere and pass a reference"
+        )
+
+
+class StepFailed(PloyError):
+    """Raised by step.run() once a step has used up its attempts; the handler may catch it."""
+
+    def __init__(self, step_name: str, error_type: str, error_message: str, attempts: int) -> None:
+        self.step_name = step_name
+        self.error_type = error_type
+        self.error_message = error_message
+        self.attempts = attempts
+        noun = "attempt" if attempts == 1 else "attempts"
+        super().__init__(
+            f"step {step_name!r} failed after {attempts} {noun}: {error_type}: {error_message}"
+        )

@@ -1,0 +1,158 @@
+"""Executions, their steps and each step's attempts: the database is the source of truth."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import models
+from django.db.models import Q
+from uuid6 import uuid7
+
+
+class ExecutionStatus(models.TextChoices):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class StepStatus(models.TextChoices):
+    RUNNING = "running"
+    SLEEPING = "sleeping"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class AttemptStatus(models.TextChoices):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+FINISHED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
+
+
+class ExecutionQuerySet(models.QuerySet):
+    def running(self) -> ExecutionQuerySet:
+        return self.filter(status=ExecutionStatus.RUNNING)
+
+    def finished(self) -> ExecutionQuerySet:
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def unleased(self, now: datetime) -> ExecutionQuerySet:
+        """No worker holds it: never claimed, released, or its worker stopped renewing."""
+        return self.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+
+    def due(self, now: datetime) -> ExecutionQuerySet:
+        """Running, wanting a run by `now`, and held by no live worker."""
+        return self.running().filter(wake_at__lte=now).unleased(now)
+
+
+class Execution(models.Model):
+    """One run of a workflow; `id` is a UUIDv7, so ordering by id is ordering by creation."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    binding = models.CharField(max_length=100)
+    workflow = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=ExecutionStatus.choices, default=ExecutionStatus.RUNNING
+    )
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    rerun_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
+    )
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When the next run is due (now for a new execution, the wake time of a sleep or a retry);
+    # null once it has ended. The sweep and the claim both read it.
+    wake_at = models.DateTimeField(null=True, blank=True)
+    # The claim: a worker owns the execution while lease_expires_at is in the future.
+    lease_owner = models.CharField(max_length=100, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    run_count = models.PositiveIntegerField(default=0)
+
+    objects = ExecutionQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["status", "-id"], name="execution_status_id"),
+            models.Index(fields=["workflow", "-id"], name="execution_workflow_id"),
+            models.Index(fields=["created_at"], name="execution_created"),
+            models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="execution_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow} {self.id}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class Step(models.Model):
+    """A named step of an execution, or a `sleep:N`; keyed by name, listed in the order reached."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="steps")
+    name = models.CharField(max_length=200)
+    position = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=StepStatus.choices)
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    retries = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveIntegerField(default=0)
+    # Attempts that raised; an attempt cut off by a dead worker is not counted against retries.
+    failure_count = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # A sleep's wake time, or when a failed step's next attempt is due.
+    wake_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["execution", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "name"], name="step_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.status})"
+
+    @property
+    def is_sleep(self) -> bool:
+        return self.name.startswith("sleep:")
+
+
+class Attempt(models.Model):
+    """One call of a step's function, with its outcome and timing."""
+
+    step = models.ForeignKey(Step, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices)
+    error_type = models.CharField(max_length=200, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    error_traceback = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["step", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["step", "number"], name="attempt_unique_number"),
+            models.CheckConstraint(condition=Q(number__gte=1), name="attempt_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} ({self.status})"

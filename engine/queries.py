@@ -1,0 +1,90 @@
+"""Reads of executions: one execution with its steps and attempts, and keyset-paged lists."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+
+from django.db.models import Prefetch
+
+from engine.errors import ExecutionNotFound
+from engine.models import Attempt, Execution, ExecutionStatus, Step
+
+MAX_PAGE_SIZE = 200
+
+
+class InvalidQuery(ValueError):
+    """A list filter or cursor that cannot be used; the message names it and the fix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Page:
+    items: list[Execution]
+    next_cursor: str | None
+
+
+def parse_execution_id(value: object) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError, AttributeError):
+        raise ExecutionNotFound(value) from None
+
+
+def get_execution(execution_id: object, *, workflow: str | None = None) -> Execution:
+    """The execution with its steps and their attempts, in three queries whatever their number."""
+    executions = Execution.objects.prefetch_related(
+        Prefetch(
+            "steps",
+            queryset=Step.objects.order_by("position").prefetch_related(
+                Prefetch("attempts", queryset=Attempt.objects.order_by("number"))
+            ),
+        )
+    )
+    if workflow is not None:
+        executions = executions.filter(workflow=workflow)
+    try:
+        return executions.get(id=parse_execution_id(execution_id))
+    except Execution.DoesNotExist:
+        raise ExecutionNotFound(execution_id) from None
+
+
+def list_executions(
+    *,
+    workflow: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> Page:
+    """Newest first, keyset-paged on the time-ordered id: no OFFSET and no COUNT(*)."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    executions = Execution.objects.order_by("-id")
+    if workflow:
+        executions = executions.filter(workflow=workflow)
+    if status:
+        if status not in ExecutionStatus.values:
+            raise InvalidQuery(
+                f"status must be one of {', '.join(ExecutionStatus.values)}, got {status!r}"
+            )
+        executions = executions.filter(status=status)
+    if cursor:
+        executions = executions.filter(id__lt=decode_cursor(cursor))
+    items = list(executions[: limit + 1])
+    next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+    return Page(items=items[:limit], next_cursor=next_cursor)
+
+
+def encode_cursor(execution_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(execution_id.bytes).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> uuid.UUID:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return uuid.UUID(bytes=raw)
+    except (ValueError, binascii.Error):
+        raise InvalidQuery(
+            f"cursor {cursor!r} is not valid: pass the nextCursor of a previous page"
+        ) from None

@@ -1,0 +1,158 @@
+"""Import the `main` module once and map each workflow name to its handler and on_error hook."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import inspect
+import logging
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from engine.config import PloyConfig, load_config
+from engine.errors import ConfigError, UnknownWorkflow
+
+logger = logging.getLogger(__name__)
+
+HANDLER_ARGUMENTS = ("input", "env", "step", "execution_id")
+DEFINITION_KEYS = ("handler", "on_error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowDefinition:
+    name: str
+    handler: Callable[..., object]
+    on_error: Callable[..., object] | None
+    # The keyword arguments the handler's signature accepts, worked out once.
+    arguments: frozenset[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registry:
+    config: PloyConfig
+    workflows: dict[str, WorkflowDefinition]
+
+    def definition(self, workflow: str) -> WorkflowDefinition:
+        try:
+            return self.workflows[workflow]
+        except KeyError:
+            raise UnknownWorkflow(workflow) from None
+
+
+_current: Registry | None = None
+_lock = threading.Lock()
+
+
+def load(path: Path | str | None = None) -> Registry:
+    """Load ploy.yaml and its module, and make them the process's registry."""
+    global _current
+    config = load_config(path or settings.PLOY_CONFIG)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    registry = Registry(config=config, workflows=_definitions(config))
+    with _lock:
+        _current = registry
+    return registry
+
+
+def current() -> Registry:
+    if _current is None:
+        return load()
+    return _current
+
+
+def _definitions(config: PloyConfig) -> dict[str, WorkflowDefinition]:
+    module_workflows = _import_workflows(config.main)
+    definitions = {
+        name: _definition(config.main, name, value) for name, value in module_workflows.items()
+    }
+    for binding in config.workflows:
+        if binding.name not in definitions:
+            defined = ", ".join(sorted(definitions)) or "none"
+            near = difflib.get_close_matches(binding.name, list(definitions), n=1)
+            hint = f"did you mean '{near[0]}'? " if near else ""
+            raise ConfigError(
+                config.path,
+                f"workflow.{binding.binding}: workflow '{binding.name}' is not defined in "
+                f"{config.main.name} (it defines: {defined}): {hint}add it to `workflows` there "
+                "or fix the name",
+            )
+    return definitions
+
+
+def _import_workflows(main: Path) -> dict:
+    digest = hashlib.sha1(str(main).encode()).hexdigest()[:10]
+    module_name = f"ploy_workflows_{main.stem}_{digest}"
+    spec = importlib.util.spec_from_file_location(module_name, main)
+    module = importlib.util.module_from_spec(spec)
+    # The module may import its neighbours, as a script would.
+    if str(main.parent) not in sys.path:
+        sys.path.insert(0, str(main.parent))
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        line = _error_line(error, main)
+        raise ConfigError(
+            main, f"importing it failed{line}: {type(error).__name__}: {error}: fix the module"
+        ) from error
+    workflows = getattr(module, "workflows", None)
+    if not isinstance(workflows, dict):
+        raise ConfigError(
+            main,
+            'it must define a dict `workflows = {"name": {"handler": '
+            "fn}}`, got " + type(workflows).__name__,
+        )
+    return workflows
+
+
+def _error_line(error: BaseException, main: Path) -> str:
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f" at line {error.lineno}"
+    frames = traceback.extract_tb(error.__traceback__)
+    lines = [frame.lineno for frame in frames if Path(frame.filename) == main]
+    return f" at line {lines[-1]}" if lines else ""
+
+
+def _definition(main: Path, name: object, value: object) -> WorkflowDefinition:
+    key = f"workflows[{name!r}]"
+    if not isinstance(name, str) or not name:
+        raise ConfigError(main, f"{key}: workflow names must be non-empty strings")
+    if callable(value):
+        value = {"handler": value}
+    if not isinstance(value, dict):
+        raise ConfigError(
+            main, f"{key} must be a dict with a 'handler', got {type(value).__name__}"
+        )
+    for option in value:
+        if option not in DEFINITION_KEYS:
+            near = difflib.get_close_matches(
+                str(option).lower().replace("onerror", "on_error"), DEFINITION_KEYS, n=1
+            )
+            hint = f"did you mean '{near[0]}'?" if near else "allowed: handler, on_error"
+            raise ConfigError(main, f"{key}: unknown key {option!r} ({hint}): rename or remove it")
+    handler = value.get("handler")
+    if not callable(handler):
+        raise ConfigError(main, f"{key}['handler'] must be a function, got {handler!r}")
+    on_error = value.get("on_error")
+    if on_error is not None and not callable(on_error):
+        raise ConfigError(main, f"{key}['on_error'] must be a function, got {on_error!r}")
+    return WorkflowDefinition(
+        name=name, handler=handler, on_error=on_error, arguments=_accepted_arguments(handler)
+    )
+
+
+def _accepted_arguments(handler: Callable[..., object]) -> frozenset[str]:
+    parameters = inspect.signature(handler).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
+        return frozenset(HANDLER_ARGUMENTS)
+    names = {parameter.name for parameter in parameters}
+    return frozenset(argument for argument in HANDLER_ARGUMENTS if argument in names)

@@ -1,0 +1,154 @@
+"""Django settings: the only module that reads the environment (PLOY_*, DATABASE_URL, DJANGO_*)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dj_database_url
+import django
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+PLOY_DATA_DIR = Path(os.environ.get("PLOY_DATA_DIR") or BASE_DIR / ".ploy").resolve()
+PLOY_DATA_DIR.mkdir(parents=True, exist_ok=True)
+PLOY_CONFIG = Path(os.environ.get("PLOY_CONFIG") or BASE_DIR / "ploy.yaml").resolve()
+PLOY_LEASE_SECONDS = float(os.environ.get("PLOY_LEASE_SECONDS") or 30)
+PLOY_SWEEP_GRACE_SECONDS = float(os.environ.get("PLOY_SWEEP_GRACE_SECONDS") or 10)
+PLOY_MAX_PAYLOAD_BYTES = int(os.environ.get("PLOY_MAX_PAYLOAD_BYTES") or 1024 * 1024)
+PLOY_API_TOKEN = os.environ.get("PLOY_API_TOKEN") or None
+
+
+def _secret_key() -> str:
+    """A key from the environment, else one generated once and kept in the data folder."""
+    if os.environ.get("DJANGO_SECRET_KEY"):
+        return os.environ["DJANGO_SECRET_KEY"]
+    path = PLOY_DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes"}
+ALLOWED_HOSTS = (os.environ.get("DJANGO_ALLOWED_HOSTS") or "localhost,127.0.0.1,[::1]").split(",")
+CSRF_TRUSTED_ORIGINS = [
+    origin for origin in (os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS") or "").split(",") if origin
+]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "huey.contrib.djhuey",
+    "ninja",
+    "engine",
+    "dashboard",
+]
+if django.VERSION < (6, 0):
+    INSTALLED_APPS.append("template_partials")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "ployweb.urls"
+WSGI_APPLICATION = "ployweb.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite serves the web process and several workers at once: WAL lets readers run beside the
+# writer, the busy timeout makes writers queue instead of failing, and IMMEDIATE transactions
+# take the write lock up front so a read-then-write transaction can never deadlock.
+SQLITE_OPTIONS = {
+    "timeout": 30,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
+def _database(url: str | None) -> dict:
+    if not url:
+        url = f"sqlite:///{PLOY_DATA_DIR / 'ploy.sqlite3'}"
+    config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
+    return config
+
+
+DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
+
+
+def _huey(url: str | None) -> dict:
+    """Huey's storage: a SQLite file by default, Redis for scale-out."""
+    common = {"name": "ployweb", "immediate": False, "utc": True}
+    consumer = {"workers": 4, "worker_type": "thread", "scheduler_interval": 1}
+    if url and urlparse(url).scheme in {"redis", "rediss", "unix"}:
+        return {**common, "huey_class": "huey.RedisHuey", "url": url, "consumer": consumer}
+    filename = urlparse(url).path if url else str(PLOY_DATA_DIR / "queue.sqlite3")
+    return {**common, "huey_class": "huey.SqliteHuey", "filename": filename, "consumer": consumer}
+
+
+HUEY = _huey(os.environ.get("PLOY_QUEUE_URL"))
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = PLOY_DATA_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "engine": {"handlers": ["console"], "level": os.environ.get("PLOY_LOG_LEVEL", "INFO")},
+        "huey": {"handlers": ["console"], "level": "INFO"},
+    },
+}
