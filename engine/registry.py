@@ -22,6 +22,7 @@ from engine.errors import ConfigError, UnknownWorkflow
 logger = logging.getLogger(__name__)
 
 HANDLER_ARGUMENTS = ("input", "env", "step", "execution_id")
+ON_ERROR_ARGUMENTS = ("env", "input", "execution_id")
 DEFINITION_KEYS = ("handler", "on_error")
 
 
@@ -30,8 +31,9 @@ class WorkflowDefinition:
     name: str
     handler: Callable[..., object]
     on_error: Callable[..., object] | None
-    # The keyword arguments the handler's signature accepts, worked out once.
+    # The keyword arguments each function's signature accepts, worked out once.
     arguments: frozenset[str]
+    on_error_arguments: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,13 +148,21 @@ def _definition(main: Path, name: object, value: object) -> WorkflowDefinition:
     if on_error is not None and not callable(on_error):
         raise ConfigError(main, f"{key}['on_error'] must be a function, got {on_error!r}")
     return WorkflowDefinition(
-        name=name, handler=handler, on_error=on_error, arguments=_accepted_arguments(handler)
+        name=name,
+        handler=handler,
+        on_error=on_error,
+        arguments=_accepted_arguments(handler, HANDLER_ARGUMENTS),
+        on_error_arguments=_accepted_arguments(on_error, ON_ERROR_ARGUMENTS)
+        if on_error
+        else frozenset(),
     )
 
 
-def _accepted_arguments(handler: Callable[..., object]) -> frozenset[str]:
-    parameters = inspect.signature(handler).parameters.values()
+def _accepted_arguments(
+    function: Callable[..., object], offered: tuple[str, ...]
+) -> frozenset[str]:
+    parameters = inspect.signature(function).parameters.values()
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
-        return frozenset(HANDLER_ARGUMENTS)
+        return frozenset(offered)
     names = {parameter.name for parameter in parameters}
-    return frozenset(argument for argument in HANDLER_ARGUMENTS if argument in names)
+    return frozenset(argument for argument in offered if argument in names)

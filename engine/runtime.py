@@ -27,6 +27,7 @@ from engine.models import (
 )
 from engine.payloads import error_details, to_json
 from engine.queries import parse_execution_id
+from engine.registry import WorkflowDefinition
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +215,7 @@ def _run_claimed(execution: Execution, lease: Lease, clock: Callable[[], datetim
     except Abandon:
         logger.info("execution %s: stopped, it was cancelled or taken over", execution.id)
     except Exception as error:
-        _fail(execution, lease, clock, error, definition.on_error)
+        _fail(execution, lease, clock, error, definition)
     else:
         _finish(execution, lease, clock(), ExecutionStatus.COMPLETED, output=output)
 
@@ -243,7 +244,7 @@ def _fail(
     lease: Lease,
     clock: Callable[[], datetime],
     error: Exception,
-    on_error: Callable[..., object] | None,
+    definition: WorkflowDefinition | None,
 ) -> None:
     """Record the failure first, so on_error runs at most once even if this worker dies."""
     details = error_details(error)
@@ -252,9 +253,11 @@ def _fail(
             Execution.objects.filter(id=execution.id).update(error=details)
     except Abandon:
         return
-    if on_error is not None:
+    if definition is not None and definition.on_error is not None:
+        offered = {"env": _env(), "input": execution.input, "execution_id": str(execution.id)}
+        arguments = {name: offered[name] for name in definition.on_error_arguments}
         try:
-            on_error(error, env=_env())
+            definition.on_error(error, **arguments)
         except Exception as hook_error:  # the user's hook: recorded and ignored
             logger.warning("execution %s: on_error raised %r", execution.id, hook_error)
             details = {**details, "onError": error_details(hook_error)}

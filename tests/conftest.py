@@ -1,0 +1,101 @@
+"""Shared fixtures: real worker processes on the test database file, and waiting helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connections
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 30, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s: {condition}")
+
+
+def worker_environment(**extra: str) -> dict[str, str]:
+    """The environment of a subprocess that must share this test's database and queue."""
+    database = connections["default"].settings_dict
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "ployweb.settings", **extra}
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        environment.setdefault("DATABASE_URL", f"sqlite:///{database['NAME']}")
+    return environment
+
+
+class Worker:
+    """A real `manage.py runhuey` process."""
+
+    def __init__(self, threads: int, log: Path, **extra: str) -> None:
+        self.log = log
+        self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runhuey", "--workers", str(threads)],
+            cwd=ROOT,
+            env=worker_environment(**extra),
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: "consumer started" in log.read_text() or self.process.poll() is not None)
+        assert self.process.poll() is None, f"worker exited at start:\n{log.read_text()}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to clean up, as in a crash."""
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log_file.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    """Start workers with `start_worker(threads=2)`; every one is stopped in teardown."""
+    workers: list[Worker] = []
+
+    def start(threads: int = 2, **extra: str) -> Worker:
+        worker = Worker(threads, tmp_path / f"worker-{len(workers)}.log", **extra)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(autouse=True)
+def _empty_queue() -> Iterator[None]:
+    """Each test starts with an empty queue: messages of earlier tests must not leak in."""
+    from huey.contrib.djhuey import HUEY
+
+    HUEY.flush()
+    yield
+
+
+def data_dir() -> Path:
+    return Path(settings.PLOY_DATA_DIR)

@@ -1,0 +1,145 @@
+"""Workflows for the tests. Step bodies count their calls in files (`record`), so a test can
+prove how often each body ran across processes, replays and restarts."""
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+_example = Path(__file__).resolve().parents[2] / "ploy.py"
+_spec = importlib.util.spec_from_file_location("ploy_example", _example)
+example = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(example)
+
+
+def counts_dir() -> Path:
+    path = Path(os.environ["PLOY_DATA_DIR"]) / "counts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def record(execution_id: str, what: str) -> None:
+    """Append one line per call; append is atomic for short lines, even across processes."""
+    with open(counts_dir() / f"{execution_id}.log", "a") as handle:
+        handle.write(what + "\n")
+
+
+def calls(execution_id: str) -> list[str]:
+    path = counts_dir() / f"{execution_id}.log"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def counted(execution_id, name, fn=lambda: None):
+    def body():
+        record(execution_id, name)
+        return fn()
+
+    return body
+
+
+def data_processing(*, input, env, step, execution_id):
+    def validate():
+        record(execution_id, "validate")
+        if not input.get("action"):
+            raise ValueError("Missing action")
+        return {"valid": True, "action": input["action"]}
+
+    step.run("validate", validate)
+
+    def process():
+        record(execution_id, "process")
+        # A pause the kill test uses to SIGKILL a worker in the middle of this step.
+        time.sleep(input.get("pause", 0))
+        return {"processedValue": input["value"] * 2}
+
+    processed = step.run("process", process, input={"value": input["value"]})
+    step.sleep(input.get("sleep_ms", 0))
+
+    def store():
+        record(execution_id, "store")
+        return (
+            env.DB.prepare("INSERT INTO results (action, input, output) VALUES (?, ?, ?)")
+            .bind(input["action"], input["value"], processed["processedValue"])
+            .run()["meta"]
+        )
+
+    step.run("store", store)
+    return {
+        "action": input["action"],
+        "originalValue": input["value"],
+        "processedValue": processed["processedValue"],
+    }
+
+
+def flaky(*, input, step, execution_id):
+    """Fails its first `failures` attempts; `retries` (optional) overrides the workflow's."""
+
+    def body():
+        record(execution_id, "flaky")
+        if len(calls(execution_id)) <= input["failures"]:
+            raise RuntimeError(f"failure number {len(calls(execution_id))}")
+        return {"ok": True}
+
+    options = {"retries": input["retries"]} if "retries" in input else {}
+    return step.run("flaky", body, **options)
+
+
+def failing(*, input, step, execution_id):
+    step.run("fine", counted(execution_id, "fine", lambda: 1))
+    step.run("boom", counted(execution_id, "boom", lambda: 1 / 0))
+
+
+def on_failing_error(error, *, env, execution_id):
+    record(execution_id, f"on_error:{type(error).__name__}")
+
+
+def hook_raises(*, step):
+    step.run("boom", lambda: 1 / 0)
+
+
+def raising_hook(error, *, env):
+    raise RuntimeError("the hook broke too")
+
+
+def sleeper(*, input, step, execution_id):
+    step.run("before", counted(execution_id, "before", lambda: "a"))
+    step.sleep(input["ms"])
+    step.run("after", counted(execution_id, "after", lambda: "b"))
+    return "done"
+
+
+def slow(*, input, step, execution_id):
+    step.run("first", counted(execution_id, "first", lambda: 1))
+    step.run("slow", counted(execution_id, "slow", lambda: time.sleep(input["seconds"])))
+    step.run("last", counted(execution_id, "last", lambda: 3))
+    return "done"
+
+
+def not_json(*, step, execution_id):
+    return step.run("weird", counted(execution_id, "weird", lambda: object()))
+
+
+def bad_return(*, step):
+    step.run("fine", lambda: 1)
+    return {1, 2, 3}
+
+
+def swallow(*, step):
+    try:
+        step.sleep(50)
+    except Exception:
+        return "swallowed the sleep"
+    return "slept"
+
+
+workflows = {
+    "data_processing": {"handler": data_processing, "on_error": example.report_failure},
+    "flaky": {"handler": flaky},
+    "failing": {"handler": failing, "on_error": on_failing_error},
+    "hook_raises": {"handler": hook_raises, "on_error": raising_hook},
+    "sleeper": sleeper,
+    "slow": {"handler": slow},
+    "not_json": {"handler": not_json},
+    "bad_return": {"handler": bad_return},
+    "swallow": {"handler": swallow},
+}
