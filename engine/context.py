@@ -96,17 +96,21 @@ class StepContext:
         now = self._clock()
         if step is None:
             wake_at = now + timedelta(milliseconds=ms)
+            asleep = wake_at > now
             with self._lease.hold(now):
                 self._steps[name] = Step.objects.create(
                     execution=self._execution,
                     name=name,
                     position=len(self._steps),
-                    status=StepStatus.SLEEPING,
+                    status=StepStatus.SLEEPING if asleep else StepStatus.COMPLETED,
                     input={"ms": ms},
                     started_at=now,
+                    finished_at=None if asleep else now,
                     wake_at=wake_at,
                 )
-            raise Suspend(wake_at)
+            if asleep:
+                raise Suspend(wake_at)
+            return
         if step.status == StepStatus.COMPLETED:
             return
         if step.wake_at > now:

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 # A watchdog message fires this long after a lease's expiry, to take over from a dead worker.
 WATCHDOG_MARGIN = timedelta(seconds=1)
 SWEEP_BATCH = 1000
+# The sweep runs every minute (Huey's periodic granularity) and at each worker's start.
+SWEEP_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,18 +312,19 @@ def enqueue(
 
 
 def sweep(*, now: datetime | None = None) -> int:
-    """Re-queue running executions that are overdue and held by no live worker."""
+    """Re-queue running executions that no live worker holds: those overdue at once, and
+    those due before the next sweep at their wake time, in case their message was lost."""
     now = now or timezone.now()
     overdue_since = now - timedelta(seconds=settings.PLOY_SWEEP_GRACE_SECONDS)
-    ids = list(
-        Execution.objects.running()
-        .filter(wake_at__lte=overdue_since)
-        .unleased(now)
-        .order_by("wake_at")
-        .values_list("id", flat=True)[:SWEEP_BATCH]
+    unleased = Execution.objects.running().unleased(now).order_by("wake_at")
+    overdue = list(
+        unleased.filter(wake_at__lte=overdue_since).values_list("id", flat=True)[:SWEEP_BATCH]
     )
-    for execution_id in ids:
+    soon = unleased.filter(wake_at__gt=now, wake_at__lte=now + SWEEP_INTERVAL)
+    for execution_id in overdue:
         enqueue(execution_id, now=now)
-    if ids:
-        logger.info("sweep: re-queued %d overdue execution(s)", len(ids))
-    return len(ids)
+    for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:
+        enqueue(execution_id, at=wake_at, now=now)
+    if overdue:
+        logger.info("sweep: re-queued %d overdue execution(s)", len(overdue))
+    return len(overdue)

@@ -48,12 +48,14 @@ def data_processing(*, input, env, step, execution_id):
 
     def process():
         record(execution_id, "process")
-        # A pause the kill test uses to SIGKILL a worker in the middle of this step.
-        time.sleep(input.get("pause", 0))
+        if calls(execution_id).count("process") == 1:
+            # A pause on the first call only: the kill test SIGKILLs the worker during it.
+            time.sleep(input.get("pause", 0))
         return {"processedValue": input["value"] * 2}
 
     processed = step.run("process", process, input={"value": input["value"]})
-    step.sleep(input.get("sleep_ms", 0))
+    if input.get("sleep_ms"):
+        step.sleep(input["sleep_ms"])
 
     def store():
         record(execution_id, "store")
@@ -124,6 +126,20 @@ def bad_return(*, step):
     return {1, 2, 3}
 
 
+def self_cancel(*, step, execution_id):
+    """Cancels itself in the middle of a step, as a user would from another process."""
+
+    def first():
+        from engine import runtime
+
+        record(execution_id, "first")
+        runtime.cancel_execution(execution_id)
+        return 1
+
+    step.run("first", first)
+    step.run("second", counted(execution_id, "second"))
+
+
 def swallow(*, step):
     try:
         step.sleep(50)
@@ -142,4 +158,5 @@ workflows = {
     "not_json": {"handler": not_json},
     "bad_return": {"handler": bad_return},
     "swallow": {"handler": swallow},
+    "self_cancel": {"handler": self_cancel},
 }

@@ -1,0 +1,308 @@
+"""The HTTP API under /api/: each operation validates the request, calls engine.runtime or
+engine.queries (the service layer the Python bindings use too) and serializes the answer."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
+from ninja import Header, NinjaAPI, Path, Query, Router, Schema, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from engine import queries, registry, runtime
+from engine.errors import (
+    ExecutionAlreadyFinished,
+    ExecutionNotFound,
+    NotJSONSerializable,
+    PayloadTooLarge,
+    PloyError,
+    UnknownWorkflow,
+)
+from engine.records import ExecutionRecord
+from engine.schemas import (
+    ErrorOut,
+    ExecutionFilters,
+    ExecutionOut,
+    ExecutionPageOut,
+    InvalidJSON,
+    TriggerOut,
+    WorkflowOut,
+    parse_json_input,
+)
+
+# The most specific class in an error's MRO decides; any other PloyError is a server fault.
+STATUSES: dict[type[PloyError], int] = {
+    NotJSONSerializable: 400,
+    UnknownWorkflow: 404,
+    ExecutionNotFound: 404,
+    ExecutionAlreadyFinished: 409,
+    PayloadTooLarge: 413,
+}
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+# What a client can do next with the executionId of a 202 (schemathesis follows these too).
+EXECUTION_LINKS = {
+    name: {"operationId": operation, "parameters": {"id": "$response.body#/executionId"}}
+    for name, operation in [
+        ("GetExecution", "getExecution"),
+        ("CancelExecution", "cancelExecution"),
+        ("RerunExecution", "rerunExecution"),
+    ]
+}
+STARTED = {"responses": {202: {"links": EXECUTION_LINKS}}}
+TRIGGER_BODY = {
+    "requestBody": {
+        "required": False,
+        "description": "The workflow's input: any JSON document; an empty body means null.",
+        "content": {"application/json": {"schema": {}}},
+    },
+    **STARTED,
+}
+
+
+class ApiToken(HttpBearer):
+    """`Authorization: Bearer <PLOY_API_TOKEN>` when a token is set; every call is open if not."""
+
+    def __call__(self, request: HttpRequest) -> bool:
+        expected = settings.PLOY_API_TOKEN
+        if not expected:
+            return True
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise AuthenticationError(
+                message="the Authorization header is missing: send 'Authorization: Bearer <token>'"
+            )
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not self.authenticate(request, token.strip()):
+            raise AuthenticationError(
+                message="the bearer token is wrong: send the value of PLOY_API_TOKEN"
+            )
+        return True
+
+    def authenticate(self, request: HttpRequest, token: str) -> bool:
+        # Constant time, so the answer's timing does not leak how much of the token matched.
+        return hmac.compare_digest(token.encode(), settings.PLOY_API_TOKEN.encode())
+
+
+class PloyAPI(NinjaAPI):
+    """NinjaAPI whose 405 answers are JSON like every other error (ninja's are plain text)."""
+
+    @property
+    def urls(self) -> tuple[list, str, str]:
+        patterns, app_name, namespace = super().urls
+        for pattern in patterns:
+            pattern.callback = _json_405(pattern.callback)
+        return patterns, app_name, namespace
+
+
+def _json_405(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+        response = view(request, *args, **kwargs)
+        if not isinstance(response, HttpResponseNotAllowed):
+            return response
+        allowed = response["Allow"]
+        refused = _error(
+            request, 405, f"method {request.method} is not allowed here: use {allowed}"
+        )
+        refused["Allow"] = allowed
+        return refused
+
+    return wrapper
+
+
+api = PloyAPI(
+    title="ployweb",
+    version="1",
+    description="Trigger, inspect, cancel and rerun durable workflow executions.",
+    urls_namespace="api",
+    auth=ApiToken(),
+)
+router = Router(by_alias=True)
+
+
+@api.exception_handler(PloyError)
+def ploy_error(request: HttpRequest, error: PloyError) -> HttpResponse:
+    status = next((STATUSES[cls] for cls in type(error).__mro__ if cls in STATUSES), 500)
+    return _error(request, status, str(error))
+
+
+@api.exception_handler(queries.InvalidQuery)
+def invalid_query(request: HttpRequest, error: queries.InvalidQuery) -> HttpResponse:
+    return _error(request, 422, str(error))
+
+
+@api.exception_handler(ValidationError)
+def invalid_parameters(request: HttpRequest, error: ValidationError) -> HttpResponse:
+    """ninja's list of pydantic errors, as one readable line."""
+    return _error(request, 422, "; ".join(_describe(item) for item in error.errors))
+
+
+def _describe(item: dict) -> str:
+    source, *where = [str(part) for part in item.get("loc", ())] or ["request"]
+    name = ".".join(where) or source
+    return f"{source} parameter {name!r}: {item.get('msg', 'is not valid')}"
+
+
+@api.exception_handler(AuthenticationError)
+def unauthenticated(request: HttpRequest, error: AuthenticationError) -> HttpResponse:
+    response = _error(request, 401, str(error))
+    response["WWW-Authenticate"] = 'Bearer realm="ployweb"'
+    return response
+
+
+def _errors(*statuses: int) -> dict[int, type[ErrorOut]]:
+    return dict.fromkeys(statuses, ErrorOut)
+
+
+BINDING_OR_WORKFLOW = Path(
+    ...,
+    description="A binding of ploy.yaml, or the name of a workflow bound there.",
+    examples=["DATA_FLOW"],
+)
+IDEMPOTENCY_KEY = Header(
+    None,
+    alias="Idempotency-Key",
+    max_length=255,
+    description="The same key for the same workflow answers the same execution, starting nothing.",
+)
+
+
+@router.get(
+    "/workflows",
+    operation_id="listWorkflows",
+    response={200: list[WorkflowOut], **_errors(401)},
+    tags=["workflows"],
+)
+def list_workflows(request: HttpRequest) -> list[WorkflowOut]:
+    """The bindings of ploy.yaml: what `{name}` in the trigger URL may be."""
+    return [WorkflowOut.of(binding) for binding in registry.current().config.workflows]
+
+
+@router.post(
+    "/workflows/{name}/trigger",
+    response={202: TriggerOut, **_errors(400, 401, 404, 413, 422)},
+    operation_id="triggerWorkflow",
+    openapi_extra=TRIGGER_BODY,
+    tags=["workflows"],
+)
+def trigger_workflow(
+    request: HttpRequest,
+    name: str = BINDING_OR_WORKFLOW,
+    idempotency_key: str | None = IDEMPOTENCY_KEY,
+) -> Status[TriggerOut]:
+    """Start an execution of a binding (or of a workflow by its name) with the body as input."""
+    input = _read_input(request)
+    result = runtime.trigger(name, input, idempotency_key=idempotency_key)
+    return Status(202, TriggerOut(execution_id=result.execution_id))
+
+
+@router.get(
+    "/executions",
+    operation_id="listExecutions",
+    response={200: ExecutionPageOut, **_errors(401, 422)},
+    tags=["executions"],
+)
+def list_executions(request: HttpRequest, filters: Query[ExecutionFilters]) -> ExecutionPageOut:
+    """Newest first; follow nextCursor for older ones (keyset paging, no page counts)."""
+    _refuse_unknown_parameters(request, ExecutionFilters)
+    page = queries.list_executions(**filters.model_dump())
+    return ExecutionPageOut.of(page)
+
+
+@router.post(
+    "/executions/{id}/cancel",
+    operation_id="cancelExecution",
+    response={200: ExecutionOut, **_errors(401, 404, 409)},
+    tags=["executions"],
+)
+def cancel_execution(request: HttpRequest, id: str) -> ExecutionOut:
+    """Cancelled at once; a worker running it stops at its next step boundary."""
+    runtime.cancel_execution(id)
+    return _execution(id)
+
+
+@router.post(
+    "/executions/{id}/rerun",
+    operation_id="rerunExecution",
+    response={202: TriggerOut, **_errors(401, 404)},
+    openapi_extra=STARTED,
+    tags=["executions"],
+)
+def rerun_execution(request: HttpRequest, id: str) -> Status[TriggerOut]:
+    """A new execution of the same workflow with the same input."""
+    result = runtime.rerun_execution(id)
+    return Status(202, TriggerOut(execution_id=result.execution_id))
+
+
+@router.get(
+    "/executions/{id}",
+    operation_id="getExecution",
+    response={200: ExecutionOut, **_errors(401, 404)},
+    tags=["executions"],
+)
+def get_execution(request: HttpRequest, id: str) -> ExecutionOut:
+    """The execution with its steps and each step's attempts."""
+    return _execution(id)
+
+
+def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> None:
+    """A misspelt filter (`?stauts=failed`) must not silently list everything."""
+    unknown = sorted(set(request.GET) - set(schema.model_fields))
+    if unknown:
+        known = ", ".join(schema.model_fields)
+        raise queries.InvalidQuery(f"unknown query parameter {unknown[0]!r}: use {known}")
+
+
+def _execution(execution_id: str) -> ExecutionOut:
+    record = ExecutionRecord.of(queries.get_execution(execution_id))
+    return ExecutionOut.model_validate(record)
+
+
+def _read_input(request: HttpRequest) -> object:
+    """The body as JSON, refused by its declared length before it is read, then by its real one."""
+    limit = settings.PLOY_MAX_PAYLOAD_BYTES
+    declared = _content_length(request)
+    if declared > limit:
+        raise PayloadTooLarge("the request body", declared, limit)
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise PayloadTooLarge("the request body", declared, limit) from None
+    if len(body) > limit:
+        raise PayloadTooLarge("the request body", len(body), limit)
+    try:
+        return parse_json_input(body)
+    except InvalidJSON as error:
+        message = f"the request body is {error}: send a JSON document, or nothing for null"
+        raise HttpError(400, message) from None
+
+
+def _content_length(request: HttpRequest) -> int:
+    try:
+        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
+    except ValueError:
+        return 0
+
+
+@router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)
+def unknown_path(request: HttpRequest, rest: str) -> HttpResponse:
+    """Any other path under /api/: a JSON 404 rather than Django's HTML page."""
+    return _error(request, 404, f"no API endpoint at /api/{rest}: see /api/docs for the list")
+
+
+@router.api_operation(ALL_METHODS, "", auth=None, include_in_schema=False)
+def api_root(request: HttpRequest) -> HttpResponse:
+    return unknown_path(request, "")
+
+
+def _error(request: HttpRequest, status: int, detail: str) -> HttpResponse:
+    return api.create_response(request, {"detail": detail}, status=status)
+
+
+api.add_router("", router)

@@ -1,0 +1,201 @@
+"""The HTTP API's JSON shapes (camelCase, like Ploy's), built from engine.records, and the one
+reader of user-typed JSON input shared by the API and the admin's trigger form."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+from ninja import Field, Schema
+from pydantic import AfterValidator, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from engine.config import BindingConfig
+from engine.models import AttemptStatus, ExecutionStatus, StepStatus
+from engine.queries import MAX_PAGE_SIZE, Page
+from engine.records import ExecutionRecord
+
+# Deeper documents parse or not depending on how deep the stack already is; a fixed limit
+# keeps every later reader (API, admin, dashboard, worker) far from Python's recursion limit.
+MAX_DEPTH = 128
+
+
+class InvalidJSON(ValueError):
+    """User input that is not a JSON document; the message says where and why."""
+
+
+def parse_json_input(raw: bytes | str) -> object:
+    """A workflow input from raw text: empty means None; NaN, Infinity and bad UTF-8 are refused."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidJSON(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if not raw.strip(" \t\r\n"):
+        return None
+    try:
+        value = json.loads(raw, parse_constant=_refuse_constant)
+    except json.JSONDecodeError as error:
+        raise InvalidJSON(
+            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+        ) from None
+    except RecursionError:
+        raise InvalidJSON(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as error:
+        # Integers over Python's digit limit, or NaN / Infinity (refused by _refuse_constant).
+        raise InvalidJSON(f"not valid JSON ({str(error).split(';')[0]})") from None
+    if _depth(value) > MAX_DEPTH:
+        raise InvalidJSON(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def _depth(value: object) -> int:
+    """Nesting depth, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _utc_text(value: datetime) -> str:
+    """ISO 8601 in UTC ending in Z, as the contract (and JavaScript's Date) write it."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcTime = Annotated[
+    datetime,
+    PlainSerializer(_utc_text, return_type=str),
+    WithJsonSchema(
+        {"type": "string", "format": "date-time", "examples": ["2026-11-25T14:55:23.308Z"]}
+    ),
+]
+
+
+class CamelSchema(Schema):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, use_enum_values=True)
+
+
+class ErrorOut(CamelSchema):
+    detail: str = Field(description="What was wrong with the request, in one line.")
+
+
+class TriggerOut(CamelSchema):
+    execution_id: str
+
+
+class AttemptErrorOut(CamelSchema):
+    type: str
+    message: str
+    traceback: str
+
+
+class AttemptOut(CamelSchema):
+    number: int
+    status: AttemptStatus
+    error: AttemptErrorOut | None
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+
+
+class StepOut(CamelSchema):
+    name: str
+    status: StepStatus
+    input: object
+    output: object
+    error: dict | None
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+    wake_at: UtcTime | None = Field(description="When a sleep ends or the next retry is due.")
+    attempts: list[AttemptOut]
+
+
+class ExecutionSummaryOut(CamelSchema):
+    id: str
+    binding: str
+    workflow: str
+    status: ExecutionStatus
+    input: object
+    output: object
+    error: dict | None
+    created_at: UtcTime
+    started_at: UtcTime | None
+    finished_at: UtcTime | None
+
+
+class ExecutionOut(ExecutionSummaryOut):
+    steps: list[StepOut]
+
+
+class ExecutionPageOut(CamelSchema):
+    items: list[ExecutionSummaryOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+    @classmethod
+    def of(cls, page: Page) -> ExecutionPageOut:
+        items = [ExecutionRecord.of(execution, with_steps=False) for execution in page.items]
+        return cls(
+            items=[ExecutionSummaryOut.model_validate(item) for item in items],
+            next_cursor=page.next_cursor,
+        )
+
+
+class WorkflowOut(CamelSchema):
+    binding: str
+    name: str
+    retries: int
+
+    @classmethod
+    def of(cls, binding: BindingConfig) -> WorkflowOut:
+        return cls(binding=binding.binding, name=binding.name, retries=binding.retries)
+
+
+# What encode_cursor writes: a UUID's 16 bytes in unpadded URL-safe base64 (or nothing).
+CURSOR_PATTERN = re.compile(r"^([A-Za-z0-9_-]{22})?$")
+
+
+def _check_cursor(value: str | None) -> str | None:
+    """Stricter than decode_cursor (which skips stray characters), so the schema's pattern holds."""
+    if value and not CURSOR_PATTERN.match(value):
+        raise PydanticCustomError(
+            "invalid_cursor",
+            "cursor {cursor} is not valid: pass the nextCursor of a previous page",
+            {"cursor": repr(value)},
+        )
+    return value
+
+
+# Checked by queries.list_executions, so that its message names the allowed values.
+StatusFilter = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "enum": ["", *ExecutionStatus.values]}),
+]
+Cursor = Annotated[
+    str | None,
+    AfterValidator(_check_cursor),
+    WithJsonSchema({"type": "string", "pattern": CURSOR_PATTERN.pattern}),
+]
+
+
+class ExecutionFilters(Schema):
+    """Query parameters of GET /api/executions; an empty value means no filter."""
+
+    workflow: str | None = Field(
+        None, max_length=200, pattern=r"^[^\x00]*$", description="A workflow name."
+    )
+    status: StatusFilter = Field(None, description="An execution status.")
+    limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
+    cursor: Cursor = Field(None, description="The nextCursor of the previous page.")

@@ -1,0 +1,131 @@
+"""ploy.yaml loading: the good forms, and one clear line for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import DEFAULT_RETRIES, BindingConfig, DatabaseConfig, load_config
+from engine.errors import ConfigError, UnknownWorkflow
+
+MODULE = "workflows = {}\n"
+
+
+def write(tmp_path: Path, text: str, module: str | None = MODULE) -> Path:
+    if module is not None:
+        (tmp_path / "ploy.py").write_text(module)
+    path = tmp_path / "ploy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_short_and_expanded_forms(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            "workflow:\n  DATA_FLOW: data_processing\n"
+            "  ORDERS:\n    name: order_flow\n    retries: 5\n"
+            "  QUIET:\n    name: quiet\n"
+            "db:\n  DB: default\n",
+        )
+    )
+    assert config.workflows == (
+        BindingConfig(binding="DATA_FLOW", name="data_processing", retries=DEFAULT_RETRIES),
+        BindingConfig(binding="ORDERS", name="order_flow", retries=5),
+        BindingConfig(binding="QUIET", name="quiet", retries=3),
+    )
+    assert config.databases == (DatabaseConfig(binding="DB", name="default"),)
+    assert config.main == tmp_path / "ploy.py"
+    assert config.warnings == ()
+
+
+def test_binding_lookup_by_binding_or_workflow_name(tmp_path):
+    config = load_config(
+        write(tmp_path, "workflow:\n  A: shared\n  B:\n    name: shared\n    retries: 0\n")
+    )
+    assert config.binding("B").retries == 0
+    assert config.binding("shared").binding == "A"  # the first binding's settings apply
+    with pytest.raises(UnknownWorkflow, match="unknown workflow 'ghost'"):
+        config.binding("ghost")
+
+
+def test_main_is_relative_to_the_file(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "flows.py").write_text(MODULE)
+    config = load_config(write(tmp_path, "main: src/flows.py\n", module=None))
+    assert config.main == tmp_path / "src" / "flows.py"
+
+
+def test_empty_file_loads_with_no_bindings(tmp_path):
+    config = load_config(write(tmp_path, ""))
+    assert config.workflows == () and config.databases == ()
+
+
+def test_ploy_deployment_keys_are_accepted_with_one_warning_each(tmp_path):
+    config = load_config(
+        write(tmp_path, "kind: dynamic\nbuild: pnpm build\nout: dist\nworkflow:\n  A: a\n")
+    )
+    assert len(config.warnings) == 3
+    assert "'kind' is a Ploy deployment key with no meaning here; ignored" in config.warnings[0]
+    assert config.workflows[0].name == "a"
+
+
+BAD_CONFIGS = [
+    ("workflows:\n  A: a\n", "unknown key 'workflows' (did you mean 'workflow'?): rename"),
+    ("colour: red\n", "unknown key 'colour' (allowed keys: main, workflow, db)"),
+    ("queue:\n  Q: q\n", "'queue' bindings are not provided by ployweb yet: remove the 'queue'"),
+    ("cron:\n  C: c\n", "'cron' bindings are not provided by ployweb yet"),
+    ("timer:\n  T: t\n", "'timer' bindings are not provided by ployweb yet"),
+    ("workflow: [a, b]\n", "workflow must be a mapping of BINDING: workflow_name, got list"),
+    ("workflow:\n  A: 12\n", "workflow.A must be a workflow name or a mapping"),
+    ("workflow:\n  A: ''\n", "workflow.A must be a workflow name (a non-empty string), got ''"),
+    ("workflow:\n  A:\n    retries: 2\n", "workflow.A.name is missing: add the workflow's name"),
+    (
+        "workflow:\n  ORDERS:\n    name: o\n    retries: -1\n",
+        "workflow.ORDERS.retries must be a whole number >= 0, got -1",
+    ),
+    ("workflow:\n  A:\n    name: a\n    retries: many\n", "retries must be a whole number >= 0"),
+    ("workflow:\n  A:\n    name: a\n    retries: 1.5\n", "got 1.5"),
+    ("workflow:\n  A:\n    name: a\n    retries: true\n", "got True"),
+    (
+        "workflow:\n  A:\n    name: a\n    retry: 2\n",
+        "unknown key 'workflow.A.retry' (did you mean",
+    ),
+    ("workflow:\n  A:\n    name: [x]\n", "workflow.A.name must be a workflow name"),
+    ("workflow:\n  my-flow: a\n", "workflow.my-flow: binding names must be identifiers"),
+    ("workflow:\n  1: a\n", "workflow.1: binding names must be identifiers"),
+    ("db: default\n", "db must be a mapping of BINDING: database_name, got str"),
+    ("db:\n  DB: ../etc/passwd\n", "db.DB must be a database name of letters, digits"),
+    ("db:\n  DB: 5\n", "db.DB must be a database name"),
+    ("workflow:\n  X: a\ndb:\n  X: x\n", "db.X: the name X is already a workflow binding"),
+    ("main: 42\n", "main must be the path of a Python file, got 42"),
+    ("main: flows.txt\n", "main must name a .py file, got 'flows.txt'"),
+    ("main: missing.py\n", "main: file 'missing.py' not found next to ploy.yaml"),
+    ("- a\n- b\n", "the top level must be a mapping of keys (main, workflow, db), got list"),
+    ("workflow:\n  A: a\n   B: b\n", "invalid YAML at line 3, column 5"),
+    ("workflow: !!python/object:os.system x\n", "invalid YAML"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)
+def test_bad_config_is_refused_with_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    text = str(caught.value)
+    assert message in text
+    assert text.startswith(f"{path}: ")
+    assert "\n" not in text
+
+
+def test_missing_file_names_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="file not found: create it or set PLOY_CONFIG"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_unreadable_encoding_is_refused(tmp_path):
+    path = tmp_path / "ploy.yaml"
+    path.write_bytes(b"workflow:\n  A: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(path)

@@ -1,0 +1,356 @@
+"""Runtime semantics, one execution run at a time in this process against the real database and
+queue: memoization, retries and back-off, on_error, sleep, cancel, JSON checks, the sweep."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from huey.contrib.djhuey import HUEY
+
+from engine import runtime
+from engine.context import retry_delay
+from engine.errors import (
+    ExecutionAlreadyFinished,
+    ExecutionNotFound,
+    PayloadTooLarge,
+    UnknownWorkflow,
+)
+from engine.lease import claim
+from engine.models import Execution, Step
+from tests.workflows.app import calls
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def start(binding: str, input: object = None) -> str:
+    return runtime.trigger(binding, input).execution_id
+
+
+def run(execution_id: str, after: float = 0) -> Execution:
+    """One run, `after` seconds from now (time is passed in, never mocked)."""
+    runtime.run_execution(execution_id, now=timezone.now() + timedelta(seconds=after))
+    return Execution.objects.get(id=execution_id)
+
+
+def steps(execution_id: str) -> dict[str, Step]:
+    return {step.name: step for step in Step.objects.filter(execution_id=execution_id)}
+
+
+def attempts(execution_id: str, name: str) -> list[tuple[int, str, str]]:
+    step = Step.objects.get(execution_id=execution_id, name=name)
+    return [(a.number, a.status, a.error_type) for a in step.attempts.order_by("number")]
+
+
+def test_example_completes_with_the_guides_output():
+    execution_id = start("DATA_FLOW", {"action": "double", "value": 21})
+    execution = run(execution_id)
+    assert execution.status == "completed"
+    assert execution.output == {"action": "double", "originalValue": 21, "processedValue": 42}
+    assert [s.name for s in Step.objects.filter(execution_id=execution_id)] == [
+        "validate",
+        "process",
+        "store",
+    ]
+    assert execution.started_at <= execution.finished_at
+    assert execution.lease_owner is None and execution.wake_at is None
+
+
+def test_completed_steps_are_not_run_again_on_replay():
+    execution_id = start("DATA_FLOW", {"action": "double", "value": 21, "sleep_ms": 1000})
+    assert run(execution_id).status == "running"
+    assert steps(execution_id)["sleep:1"].status == "sleeping"
+    assert calls(execution_id) == ["validate", "process"]
+
+    with CaptureQueriesContext(connection) as queries:
+        execution = run(execution_id, after=2)
+    assert execution.status == "completed"
+    assert calls(execution_id) == ["validate", "process", "store"]
+    step_reads = [
+        q
+        for q in queries
+        if q["sql"].startswith("SELECT")
+        and "engine_step" in q["sql"]
+        and "engine_execution" not in q["sql"].split("FROM")[1]
+    ]
+    assert len(step_reads) == 1, "a run loads its steps in one query"
+
+
+def test_failed_step_is_retried_with_the_yaml_retries_and_backoff():
+    execution_id = start("FLAKY", {"failures": 10})  # FLAKY has retries: 2
+    before = timezone.now()
+    execution = run(execution_id)
+    step = steps(execution_id)["flaky"]
+    assert execution.status == "running" and step.status == "running"
+    assert timedelta(seconds=0.9) < step.wake_at - before < timedelta(seconds=2)
+    assert execution.wake_at == step.wake_at
+    # the next run is queued for the wake time, holding no worker thread meanwhile
+    etas = [task.eta for task in HUEY.pending() if task.args == (execution_id, None) and task.eta]
+    assert len(etas) == 1
+    assert abs(etas[0] - step.wake_at.replace(tzinfo=None)) < timedelta(milliseconds=50)
+
+    assert run(execution_id, after=0.5).status == "running"  # not due yet: nothing runs
+    assert len(calls(execution_id)) == 1
+    run(execution_id, after=1.5)
+    second_wait = steps(execution_id)["flaky"].wake_at - timezone.now()
+    assert timedelta(seconds=2.5) < second_wait < timedelta(seconds=3.6)  # 1.5 s + 2 s
+    execution = run(execution_id, after=10)
+    assert execution.status == "failed"
+    assert attempts(execution_id, "flaky") == [
+        (1, "failed", "RuntimeError"),
+        (2, "failed", "RuntimeError"),
+        (3, "failed", "RuntimeError"),
+    ]
+    assert execution.error["type"] == "StepFailed"
+    assert "step 'flaky' failed after 3 attempts: RuntimeError" in execution.error["message"]
+
+
+def test_a_step_that_recovers_completes_with_its_failed_attempts_kept():
+    execution_id = start("FLAKY", {"failures": 2})
+    for after in (0, 2, 5):
+        execution = run(execution_id, after=after)
+    assert execution.status == "completed" and execution.output == {"ok": True}
+    assert [a[1] for a in attempts(execution_id, "flaky")] == ["failed", "failed", "completed"]
+    attempt = Step.objects.get(execution_id=execution_id).attempts.get(number=1)
+    assert "failure number 1" in attempt.error_message
+    assert "Traceback" in attempt.error_traceback and attempt.finished_at >= attempt.started_at
+
+
+def test_per_step_retries_override_the_workflow():
+    execution_id = start("FLAKY", {"failures": 1, "retries": 0})
+    execution = run(execution_id)
+    assert execution.status == "failed"
+    assert len(attempts(execution_id, "flaky")) == 1
+
+
+@pytest.mark.parametrize(
+    ("failures", "seconds"), [(1, 1), (2, 2), (3, 4), (5, 16), (6, 30), (9, 30)]
+)
+def test_backoff_doubles_from_one_second_up_to_thirty(failures, seconds):
+    assert retry_delay(failures) == timedelta(seconds=seconds)
+
+
+def test_on_error_runs_once_before_the_execution_fails():
+    execution_id = start("FAILING")  # retries: 1
+    assert run(execution_id).status == "running"
+    assert calls(execution_id) == ["fine", "boom"]
+    execution = run(execution_id, after=2)
+    assert execution.status == "failed"
+    assert calls(execution_id) == ["fine", "boom", "boom", "on_error:StepFailed"]
+    run(execution_id, after=60)
+    assert calls(execution_id).count("on_error:StepFailed") == 1
+    assert (
+        execution.error["type"] == "StepFailed"
+        and "ZeroDivisionError" in execution.error["message"]
+    )
+
+
+def test_a_raising_on_error_is_recorded_and_ignored():
+    execution = run(start("HOOK_RAISES"))
+    assert execution.status == "failed"
+    assert execution.error["type"] == "StepFailed"
+    assert execution.error["onError"]["type"] == "RuntimeError"
+    assert execution.error["onError"]["message"] == "the hook broke too"
+
+
+def test_a_failure_decided_before_a_crash_is_finished_without_on_error_again():
+    execution_id = start("FAILING")
+    Execution.objects.filter(id=execution_id).update(
+        error={"type": "StepFailed", "message": "decided", "traceback": ""}
+    )
+    execution = run(execution_id)
+    assert execution.status == "failed" and execution.error["message"] == "decided"
+    assert calls(execution_id) == []
+
+
+def test_sleep_is_durable_and_named_in_order():
+    execution_id = start("SLEEPER", {"ms": 500})
+    before = timezone.now()
+    run(execution_id)
+    sleep = steps(execution_id)["sleep:1"]
+    assert sleep.status == "sleeping" and sleep.input == {"ms": 500}
+    assert timedelta(seconds=0.4) < sleep.wake_at - before < timedelta(seconds=1)
+    assert run(execution_id, after=0.1).status == "running"
+    assert steps(execution_id)["sleep:1"].status == "sleeping"
+    execution = run(execution_id, after=1)
+    assert execution.status == "completed" and execution.output == "done"
+    assert [s.name for s in Step.objects.filter(execution_id=execution_id)] == [
+        "before",
+        "sleep:1",
+        "after",
+    ]
+    assert calls(execution_id) == ["before", "after"]
+    assert steps(execution_id)["sleep:1"].status == "completed"
+
+
+def test_except_exception_in_a_handler_cannot_swallow_a_sleep():
+    execution_id = start("SWALLOW")
+    assert run(execution_id).status == "running"
+    assert run(execution_id, after=1).output == "slept"
+
+
+def test_cancel_before_the_first_run():
+    execution_id = start("SLEEPER", {"ms": 10})
+    assert runtime.cancel_execution(execution_id).status == "cancelled"
+    assert run(execution_id).status == "cancelled"
+    assert calls(execution_id) == []
+
+
+def test_cancel_while_sleeping_means_it_never_runs_again():
+    execution_id = start("SLEEPER", {"ms": 200})
+    run(execution_id)
+    execution = runtime.cancel_execution(execution_id)
+    assert execution.status == "cancelled" and execution.finished_at is not None
+    assert steps(execution_id)["sleep:1"].status == "cancelled"
+    assert run(execution_id, after=5).status == "cancelled"
+    assert calls(execution_id) == ["before"]
+
+
+def test_cancel_while_waiting_to_retry():
+    execution_id = start("FLAKY", {"failures": 10})
+    run(execution_id)
+    runtime.cancel_execution(execution_id)
+    assert run(execution_id, after=5).status == "cancelled"
+    assert steps(execution_id)["flaky"].status == "cancelled"
+    assert len(calls(execution_id)) == 1
+
+
+def test_cancel_while_running_stops_at_the_next_step_and_is_never_resurrected():
+    execution_id = start("SELF_CANCEL")
+    execution = run(execution_id)
+    assert execution.status == "cancelled"
+    assert calls(execution_id) == ["first"]  # "second" never ran
+    # the worker's late write of "first" was refused
+    assert steps(execution_id)["first"].status == "cancelled"
+    assert attempts(execution_id, "first") == [(1, "failed", "Cancelled")]
+
+
+def test_cancel_an_ended_or_unknown_execution():
+    execution_id = start("DATA_FLOW", {"action": "double", "value": 1})
+    run(execution_id)
+    with pytest.raises(ExecutionAlreadyFinished, match="has already ended \\(completed\\)"):
+        runtime.cancel_execution(execution_id)
+    with pytest.raises(ExecutionNotFound):
+        runtime.cancel_execution("01a21334-47e2-760f-ab92-ccba3a1076f6")
+    with pytest.raises(ExecutionNotFound):
+        runtime.cancel_execution("not-an-id")
+
+
+def test_non_json_step_output_fails_the_step_at_once():
+    execution_id = start("NOT_JSON")
+    execution = run(execution_id)
+    assert execution.status == "failed"
+    assert attempts(execution_id, "weird") == [(1, "failed", "NotJSONSerializable")]
+    assert calls(execution_id) == ["weird"]  # no retries, although the default is 3
+    assert "the output of step 'weird' is not JSON-serialisable" in execution.error["message"]
+
+
+def test_non_json_return_value_fails_the_execution():
+    execution = run(start("BAD_RETURN"))
+    assert execution.status == "failed"
+    assert execution.error["type"] == "NotJSONSerializable"
+    assert "the workflow's return value is not JSON-serialisable" in execution.error["message"]
+
+
+def test_idempotency_key_returns_the_same_execution():
+    first = runtime.trigger("SLEEPER", {"ms": 1}, idempotency_key="order-7")
+    second = runtime.trigger("SLEEPER", {"ms": 2}, idempotency_key="order-7")
+    assert first.created and not second.created
+    assert first.execution_id == second.execution_id
+    assert Execution.objects.count() == 1
+
+
+def test_trigger_refuses_unknown_workflows_and_large_input(settings):
+    with pytest.raises(UnknownWorkflow):
+        runtime.trigger("GHOST", {})
+    settings.PLOY_MAX_PAYLOAD_BYTES = 100
+    with pytest.raises(PayloadTooLarge, match="the workflow input is 1\\d\\d bytes, over the 100"):
+        runtime.trigger("SLEEPER", {"ms": "x" * 100})
+    assert Execution.objects.count() == 0
+
+
+def test_trigger_by_workflow_name_uses_its_binding():
+    execution = Execution.objects.get(id=start("flaky", {"failures": 0}))
+    assert (execution.binding, execution.workflow) == ("FLAKY", "flaky")
+
+
+def test_rerun_starts_a_new_execution_with_the_same_input():
+    original = start("DATA_FLOW", {"action": "square", "value": 3})
+    run(original)
+    rerun = runtime.rerun_execution(original).execution_id
+    assert rerun != original
+    execution = run(rerun)
+    assert execution.input == {"action": "square", "value": 3}
+    assert str(execution.rerun_of_id) == original and execution.status == "completed"
+
+
+def test_two_claims_never_hold_the_same_execution():
+    execution_id = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
+    now = timezone.now()
+    first = claim(execution_id, now)
+    assert first is not None
+    assert claim(execution_id, now) is None
+    # after the lease expires, another worker may take over; the first can no longer write
+    second = claim(execution_id, now + timedelta(seconds=10))
+    assert second is not None and second.owner != first.owner
+    assert not first.renew(now)
+
+
+def test_each_claim_queues_a_watchdog_for_its_lease():
+    execution_id = start("SLEEPER", {"ms": 60_000})
+    HUEY.flush()
+    run(execution_id)
+    messages = HUEY.pending()
+    # the sleep's wake-up, and the watchdog of the claim, due just after its lease expires
+    assert [task.args[1] for task in messages].count(None) == 1
+    watchdog = next(task for task in messages if task.args[1])
+    assert watchdog.args[0] == execution_id
+    assert (
+        timedelta(seconds=3)
+        < watchdog.eta - timezone.now().replace(tzinfo=None)
+        < timedelta(seconds=5)
+    )
+
+
+def test_sweep_requeues_unleased_executions_that_are_or_soon_will_be_due():
+    overdue = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
+    leased = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
+    sleeping = start("SLEEPER", {"ms": 600_000})
+    run(sleeping)
+    waking = start("SLEEPER", {"ms": 30_000})
+    run(waking)
+    later = timezone.now() + timedelta(seconds=5)
+    claim(leased, later)
+    HUEY.flush()
+    assert runtime.sweep(now=later) == 1
+    # the overdue one at once; the one waking before the next sweep at its wake time
+    pending = {task.args[0]: task.eta for task in HUEY.pending()}
+    assert set(pending) == {str(overdue), waking}
+    assert pending[str(overdue)] is None
+    wake_at = Execution.objects.get(id=waking).wake_at
+    assert abs(pending[waking] - wake_at.replace(tzinfo=None)) < timedelta(milliseconds=50)
+
+
+def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
+    from engine.context import StepContext
+    from engine.lease import Lease
+
+    execution = Execution.objects.get(id=start("SLEEPER", {"ms": 1}))
+    context = StepContext(
+        execution=execution,
+        steps=[],
+        retries=3,
+        lease=Lease(execution_id=execution.id, owner="x", seconds=3),
+        clock=timezone.now,
+    )
+    with pytest.raises(ValueError, match="reserved for step.sleep"):
+        context.run("sleep:1", lambda: 1)
+    with pytest.raises(ValueError, match="must be a whole number >= 0, got -1"):
+        context.run("a", lambda: 1, retries=-1)
+    with pytest.raises(TypeError, match="fn must be a function"):
+        context.run("a", 42)
+    with pytest.raises(ValueError, match="milliseconds >= 0, got -5"):
+        context.sleep(-5)
