@@ -156,7 +156,6 @@ def run_execution(
         execution_uuid,
         at=lease.expiry(clock()) + WATCHDOG_MARGIN,
         watched_owner=lease.owner,
-        now=clock(),
     )
     execution = Execution.objects.get(id=execution_uuid)
     with Heartbeat(lease):
@@ -179,10 +178,9 @@ def _follow_up(execution_id: uuid.UUID, watched_owner: str | None, now: datetime
                 execution_id,
                 at=row["lease_expires_at"] + WATCHDOG_MARGIN,
                 watched_owner=watched_owner,
-                now=now,
             )
     elif row["wake_at"] and row["wake_at"] > now and watched_owner is None:
-        enqueue(execution_id, at=row["wake_at"], now=now)
+        enqueue(execution_id, at=row["wake_at"])
 
 
 def _run_claimed(execution: Execution, lease: Lease, clock: Callable[[], datetime]) -> None:
@@ -238,7 +236,7 @@ def _env() -> object:
 def _suspend(execution: Execution, lease: Lease, now: datetime, wake_at: datetime) -> None:
     released = Execution.objects.running().filter(id=execution.id, lease_owner=lease.owner)
     if released.update(wake_at=wake_at, lease_owner=None, lease_expires_at=None):
-        enqueue(execution.id, at=wake_at, now=now)
+        enqueue(execution.id, at=wake_at)
 
 
 def _fail(
@@ -291,20 +289,15 @@ def _finish(
 
 
 def enqueue(
-    execution_id: uuid.UUID,
-    *,
-    at: datetime | None = None,
-    watched_owner: str | None = None,
-    now: datetime | None = None,
+    execution_id: uuid.UUID, *, at: datetime | None = None, watched_owner: str | None = None
 ) -> None:
     """Tell the workers to look at the execution (at `at`). A lost message only delays it."""
     from engine.tasks import run_execution_task
 
     args = (str(execution_id), watched_owner)
-    delay = (at - (now or timezone.now())).total_seconds() if at else 0
     try:
-        if delay > 0:
-            run_execution_task.schedule(args=args, delay=delay)
+        if at is not None and at > timezone.now():
+            run_execution_task.schedule(args=args, eta=at)
         else:
             run_execution_task(*args)
     except Exception:  # any queue backend's error; the database still holds the execution
@@ -322,9 +315,9 @@ def sweep(*, now: datetime | None = None) -> int:
     )
     soon = unleased.filter(wake_at__gt=now, wake_at__lte=now + SWEEP_INTERVAL)
     for execution_id in overdue:
-        enqueue(execution_id, now=now)
+        enqueue(execution_id)
     for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:
-        enqueue(execution_id, at=wake_at, now=now)
+        enqueue(execution_id, at=wake_at)
     if overdue:
         logger.info("sweep: re-queued %d overdue execution(s)", len(overdue))
     return len(overdue)
