@@ -21,6 +21,7 @@ def setup(scaleout: bool) -> dict[str, str]:
         "PLOY_DATA_DIR": tempfile.mkdtemp(prefix="ploy-bench-"),
         "PLOY_CONFIG": str(ROOT / "bench" / "ploy.yaml"),
         "DJANGO_SETTINGS_MODULE": "ployweb.settings",
+        "PLOY_LOG_LEVEL": "WARNING",
     }
     if scaleout:
         import psycopg

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -18,6 +19,8 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=4, help="worker threads")
 
     def handle(self, *args: object, host: str, port: int, workers: int, **options: object) -> None:
+        # SIGTERM ends the server like Ctrl-C does, so the worker below is always stopped too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         call_command("migrate", interactive=False, verbosity=0)
         worker = subprocess.Popen(
             [sys.executable, sys.argv[0], "runhuey", "--workers", str(workers)]
