@@ -136,3 +136,28 @@ def test_cancel_reaches_a_running_execution_at_its_next_step(start_worker):
     assert execution.status == "cancelled"
     assert calls(execution_id) == ["first", "slow"]
     assert Step.objects.get(execution_id=execution_id, name="slow").status == "cancelled"
+
+
+def test_web_threads_and_workers_share_sqlite_without_lock_errors(start_worker):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    workers = [start_worker(threads=4), start_worker(threads=4)]
+
+    def trigger_many(thread: int) -> list[str]:
+        try:
+            return [
+                runtime.trigger("DATA_FLOW", {"action": "double", "value": n}).execution_id
+                for n in range(15)
+            ]
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = [execution_id for batch in pool.map(trigger_many, range(6)) for execution_id in batch]
+    assert len(set(ids)) == 90
+    for execution_id in ids:
+        assert finished(execution_id).status == "completed"
+    for worker in workers:
+        assert "database is locked" not in worker.log.read_text()
