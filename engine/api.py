@@ -12,6 +12,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from ninja import Header, NinjaAPI, Path, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.openapi.docs import Swagger
 from ninja.security import HttpBearer
 
 from engine import queries, registry, runtime
@@ -122,6 +123,8 @@ api = PloyAPI(
     description="Trigger, inspect, cancel and rerun durable workflow executions.",
     urls_namespace="api",
     auth=ApiToken(),
+    # Swagger UI from ninja's bundled static files; no online validator, so no outside call.
+    docs=Swagger(settings={"validatorUrl": None}),
 )
 router = Router(by_alias=True)
 
@@ -169,6 +172,7 @@ IDEMPOTENCY_KEY = Header(
     None,
     alias="Idempotency-Key",
     max_length=255,
+    pattern=r"^[^\x00]*$",
     description="The same key for the same workflow answers the same execution, starting nothing.",
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import traceback
 
 from django.conf import settings
@@ -10,6 +11,8 @@ from django.conf import settings
 from engine.errors import NotJSONSerializable, PayloadTooLarge
 
 MAX_TRACEBACK_CHARS = 50_000
+# "\u0000" in JSON text, not preceded by an escaped backslash.
+ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def to_json(value: object, what: str) -> object:
@@ -18,6 +21,9 @@ def to_json(value: object, what: str) -> object:
         text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as error:
         raise NotJSONSerializable(what, str(error)) from None
+    if ESCAPED_NUL.search(text):
+        # PostgreSQL's jsonb refuses NUL characters; refuse them on every database alike.
+        raise NotJSONSerializable(what, "a string contains the NUL character \\u0000")
     size = len(text.encode("utf-8"))
     if size > settings.PLOY_MAX_PAYLOAD_BYTES:
         raise PayloadTooLarge(what, size, settings.PLOY_MAX_PAYLOAD_BYTES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, ExecutionStatus, Step
 
 MAX_PAGE_SIZE = 200
+CURSOR = re.compile(r"[A-Za-z0-9_-]{22}")
 
 
 class InvalidQuery(ValueError):
@@ -82,8 +84,9 @@ def encode_cursor(execution_id: uuid.UUID) -> str:
 
 def decode_cursor(cursor: str) -> uuid.UUID:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        return uuid.UUID(bytes=raw)
+        if not CURSOR.fullmatch(cursor):
+            raise ValueError(cursor)
+        return uuid.UUID(bytes=base64.urlsafe_b64decode(cursor + "=="))
     except (ValueError, binascii.Error):
         raise InvalidQuery(
             f"cursor {cursor!r} is not valid: pass the nextCursor of a previous page"

@@ -16,6 +16,7 @@ from engine.context import retry_delay
 from engine.errors import (
     ExecutionAlreadyFinished,
     ExecutionNotFound,
+    NotJSONSerializable,
     PayloadTooLarge,
     UnknownWorkflow,
 )
@@ -354,3 +355,18 @@ def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
         context.run("a", 42)
     with pytest.raises(ValueError, match="milliseconds >= 0, got -5"):
         context.sleep(-5)
+
+
+def test_nul_characters_are_refused_as_postgresql_would():
+    with pytest.raises(NotJSONSerializable, match="NUL character"):
+        runtime.trigger("SLEEPER", {"ms": 1, "note": "a\x00b"})
+
+
+def test_cursors_must_be_well_formed():
+    from engine.queries import InvalidQuery, decode_cursor, encode_cursor
+
+    execution_id = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
+    assert decode_cursor(encode_cursor(execution_id)) == execution_id
+    for bad in ("", "abc", "!" * 22, encode_cursor(execution_id) + "A"):
+        with pytest.raises(InvalidQuery, match="pass the nextCursor of a previous page"):
+            decode_cursor(bad)

@@ -1,0 +1,328 @@
+"""Django admin: executions, steps and attempts are read-only; cancel, rerun and trigger go
+through engine.runtime, as the API and the dashboard do."""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.safestring import SafeString
+
+from engine import runtime
+from engine.errors import ExecutionAlreadyFinished, PloyError
+from engine.forms import TriggerForm
+from engine.models import Attempt, Execution, Step
+
+# Who may cancel, rerun and trigger: the ORM's change permission (superusers have it).
+RUN_PERMISSION = "engine.change_execution"
+
+
+def pretty_json(value: object) -> SafeString:
+    """Indented, and escaped by format_html: stored payloads are user data."""
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return format_html('<pre style="margin: 0; white-space: pre-wrap">{}</pre>', text)
+
+
+def traceback_html(attempt: Attempt) -> SafeString | str:
+    if not attempt.error_traceback:
+        return "-"
+    return format_html('<pre style="margin: 0">{}</pre>', attempt.error_traceback)
+
+
+def execution_link(execution_id: object) -> SafeString:
+    url = reverse("admin:engine_execution_change", args=[execution_id])
+    return format_html('<a href="{}">{}</a>', url, execution_id)
+
+
+class ReadOnlyMixin:
+    """Rows change only through engine.runtime, never by editing them here."""
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class AttemptInline(ReadOnlyMixin, admin.TabularInline):
+    model = Attempt
+    extra = 0
+    fields = (
+        "number",
+        "status",
+        "error_type",
+        "error_message",
+        "traceback",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="traceback")
+    def traceback(self, attempt: Attempt) -> SafeString | str:
+        return traceback_html(attempt)
+
+
+class StepInline(ReadOnlyMixin, admin.TabularInline):
+    model = Step
+    extra = 0
+    show_change_link = True
+    fields = (
+        "name",
+        "status",
+        "input_json",
+        "output_json",
+        "attempts_list",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
+        return super().get_queryset(request).prefetch_related("attempts")
+
+    @admin.display(description="input")
+    def input_json(self, step: Step) -> SafeString:
+        return pretty_json(step.input)
+
+    @admin.display(description="output")
+    def output_json(self, step: Step) -> SafeString:
+        return pretty_json(step.output)
+
+    @admin.display(description="attempts")
+    def attempts_list(self, step: Step) -> SafeString:
+        """Each attempt in a line; the step's own page shows the tracebacks."""
+        rows = [
+            (attempt.number, attempt.status, _attempt_error(attempt))
+            for attempt in step.attempts.all()
+        ]
+        return format_html_join("", "<div>#{} {}{}</div>", rows) or "-"
+
+
+def _attempt_error(attempt: Attempt) -> str:
+    return f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else ""
+
+
+@admin.register(Execution)
+class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "workflow", "binding", "status", "created_at", "finished_at")
+    list_filter = ("workflow", "status")
+    # UUID lookups ignore dashes on every database: a full id or any part of one matches.
+    search_fields = ("id", "idempotency_key")
+    search_help_text = "An execution id (or part of one), or an idempotency key."
+    show_full_result_count = False
+    list_per_page = 50
+    ordering = ("-id",)
+    fields = (
+        "id",
+        "binding",
+        "workflow",
+        "status",
+        "idempotency_key",
+        "rerun_of_link",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "wake_at",
+        "run_count",
+        "input_json",
+        "output_json",
+        "error_json",
+    )
+    readonly_fields = fields
+    inlines = (StepInline,)
+    actions = ("cancel_selected", "rerun_selected")
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(RUN_PERMISSION)
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict | None = None
+    ) -> HttpResponse:
+        context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict | None = None,
+    ) -> HttpResponse:
+        context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, context)
+
+    def view_on_site(self, execution: Execution) -> str | None:
+        try:
+            return reverse("dashboard:execution_detail", args=[execution.id])
+        except NoReverseMatch:
+            return None
+
+    @admin.display(description="input")
+    def input_json(self, execution: Execution) -> SafeString:
+        return pretty_json(execution.input)
+
+    @admin.display(description="output")
+    def output_json(self, execution: Execution) -> SafeString:
+        return pretty_json(execution.output)
+
+    @admin.display(description="error")
+    def error_json(self, execution: Execution) -> SafeString:
+        return pretty_json(execution.error)
+
+    @admin.display(description="rerun of")
+    def rerun_of_link(self, execution: Execution) -> SafeString | str:
+        return execution_link(execution.rerun_of_id) if execution.rerun_of_id else "-"
+
+    @admin.action(description="Cancel selected executions", permissions=["run"])
+    def cancel_selected(
+        self, request: HttpRequest, queryset: QuerySet[Execution]
+    ) -> HttpResponse | None:
+        for execution_id in queryset.values_list("id", flat=True):
+            try:
+                runtime.cancel_execution(execution_id)
+            except ExecutionAlreadyFinished as error:
+                self.message_user(request, f"Not cancelled: {error}.", messages.WARNING)
+            except PloyError as error:
+                self.message_user(request, f"Not cancelled: {error}.", messages.ERROR)
+            else:
+                link = execution_link(execution_id)
+                self.message_user(request, format_html("Cancelled {}.", link), messages.SUCCESS)
+        return _back_to(request)
+
+    @admin.action(description="Rerun selected executions", permissions=["run"])
+    def rerun_selected(
+        self, request: HttpRequest, queryset: QuerySet[Execution]
+    ) -> HttpResponse | None:
+        for execution_id in queryset.values_list("id", flat=True):
+            try:
+                result = runtime.rerun_execution(execution_id)
+            except PloyError as error:
+                self.message_user(request, f"Not rerun {execution_id}: {error}.", messages.ERROR)
+            else:
+                message = format_html(
+                    "Rerun of {} started as {}.",
+                    execution_link(execution_id),
+                    execution_link(result.execution_id),
+                )
+                self.message_user(request, message, messages.SUCCESS)
+        return _back_to(request)
+
+    def get_urls(self) -> list[URLPattern]:
+        trigger = path(
+            "trigger/",
+            self.admin_site.admin_view(self.trigger_view),
+            name="engine_execution_trigger",
+        )
+        return [trigger, *super().get_urls()]
+
+    def trigger_view(self, request: HttpRequest) -> HttpResponse:
+        """Pick a binding, type a JSON input, land on the new execution's page."""
+        if not self.has_run_permission(request):
+            raise PermissionDenied("triggering needs the change_execution permission")
+        form = TriggerForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = runtime.trigger(form.cleaned_data["binding"], form.cleaned_data["input"])
+            except PloyError as error:  # too large, or ploy.yaml changed under the form
+                form.add_error("input", str(error))
+            else:
+                link = execution_link(result.execution_id)
+                self.message_user(request, format_html("Started {}.", link), messages.SUCCESS)
+                return redirect("admin:engine_execution_change", result.execution_id)
+        return self._trigger_page(request, form)
+
+    def _trigger_page(self, request: HttpRequest, form: TriggerForm) -> TemplateResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Trigger a workflow",
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/engine/execution/trigger.html", context)
+
+
+def _back_to(request: HttpRequest) -> HttpResponse | None:
+    """To the execution's page when the action came from there; else the list, as usual."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return HttpResponseRedirect(target)
+    return None
+
+
+@admin.register(Step)
+class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("name", "execution", "status", "started_at", "finished_at")
+    list_filter = ("execution__workflow", "status")
+    search_fields = ("execution__id", "name")
+    search_help_text = "An execution id (or part of one), or a step name."
+    show_full_result_count = False
+    list_select_related = ("execution",)
+    fields = (
+        "execution_page",
+        "name",
+        "position",
+        "status",
+        "retries",
+        "attempt_count",
+        "started_at",
+        "finished_at",
+        "wake_at",
+        "input_json",
+        "output_json",
+        "error_json",
+    )
+    readonly_fields = fields
+    inlines = (AttemptInline,)
+
+    @admin.display(description="execution")
+    def execution_page(self, step: Step) -> SafeString:
+        return execution_link(step.execution_id)
+
+    @admin.display(description="input")
+    def input_json(self, step: Step) -> SafeString:
+        return pretty_json(step.input)
+
+    @admin.display(description="output")
+    def output_json(self, step: Step) -> SafeString:
+        return pretty_json(step.output)
+
+    @admin.display(description="error")
+    def error_json(self, step: Step) -> SafeString:
+        return pretty_json(step.error)
+
+
+@admin.register(Attempt)
+class AttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("step", "number", "status", "error_type", "started_at", "finished_at")
+    list_filter = ("step__execution__workflow", "status")
+    search_fields = ("step__execution__id", "step__name", "error_type")
+    search_help_text = "An execution id (or part of one), a step name or an error type."
+    show_full_result_count = False
+    list_select_related = ("step",)
+    fields = (
+        "step",
+        "number",
+        "status",
+        "error_type",
+        "error_message",
+        "traceback",
+        "started_at",
+        "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="traceback")
+    def traceback(self, attempt: Attempt) -> SafeString | str:
+        return traceback_html(attempt)
