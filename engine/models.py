@@ -83,6 +83,7 @@ class Execution(models.Model):
         indexes = [
             models.Index(fields=["status", "-id"], name="execution_status_id"),
             models.Index(fields=["workflow", "-id"], name="execution_workflow_id"),
+            models.Index(fields=["workflow", "status", "-id"], name="execution_workflow_status_id"),
             models.Index(fields=["created_at"], name="execution_created"),
             models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
         ]

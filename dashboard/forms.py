@@ -1,0 +1,60 @@
+"""The trigger form: a binding from ploy.yaml and a JSON input, checked before anything runs."""
+
+from __future__ import annotations
+
+import json
+
+from django import forms
+
+from engine import registry
+
+INPUT_PLACEHOLDER = '{"action": "double", "value": 21}'
+
+
+def binding_choices() -> list[tuple[str, str]]:
+    return [
+        (binding.binding, f"{binding.name} ({binding.binding})")
+        for binding in registry.current().config.workflows
+    ]
+
+
+class TriggerForm(forms.Form):
+    binding = forms.ChoiceField(label="Workflow")
+    input = forms.CharField(
+        label="Input (JSON)",
+        required=False,
+        strip=False,
+        help_text="Any JSON value; leave it empty for null.",
+        widget=forms.Textarea(
+            attrs={
+                "rows": 6,
+                "spellcheck": "false",
+                "autocomplete": "off",
+                "placeholder": INPUT_PLACEHOLDER,
+                "class": "code",
+            }
+        ),
+    )
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["binding"].choices = binding_choices()
+
+    def clean_input(self) -> object:
+        """Parsed JSON; a mistake is reported with its line and column, as an editor would."""
+        text = self.cleaned_data["input"]
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(
+                "Not valid JSON: %(problem)s at line %(line)d, column %(column)d.",
+                code="invalid_json",
+                params={"problem": error.msg, "line": error.lineno, "column": error.colno},
+            ) from None
+
+
+def pretty_input(value: object) -> str:
+    """An execution's input as the form's starting text, for "edit and run again"."""
+    return json.dumps(value, indent=2, ensure_ascii=False)

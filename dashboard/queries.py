@@ -1,0 +1,151 @@
+"""Dashboard-only reads: each answers in one query, whatever the number of rows behind it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import Count, Q, QuerySet, Subquery
+
+from engine.models import Execution, ExecutionStatus, Step, StepStatus
+from engine.queries import MAX_PAGE_SIZE, InvalidQuery, decode_cursor, encode_cursor
+
+PAGE_SIZE = 50
+HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
+# The list shows no payloads: leave the JSON columns in the database.
+LIST_DEFERRED = ("input", "output", "error")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListFilters:
+    workflow: str = ""
+    status: str = ""
+    search: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress:
+    done: int
+    total: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListRow:
+    execution: Execution
+    progress: Progress
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListPage:
+    rows: list[ListRow]
+    next_cursor: str | None
+
+
+def id_range(search: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """Every id starting with `search`: a range on the primary key, so any prefix stays fast."""
+    digits = search.strip().lower().replace("-", "")
+    if not HEX_ID.match(digits):
+        raise InvalidQuery(
+            f"{search.strip()!r} is not (the start of) an execution id: use hex digits and dashes"
+        )
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
+def filtered_executions(filters: ListFilters) -> QuerySet[Execution]:
+    executions = Execution.objects.order_by("-id").defer(*LIST_DEFERRED)
+    if filters.workflow:
+        executions = executions.filter(workflow=filters.workflow)
+    if filters.status:
+        if filters.status not in ExecutionStatus.values:
+            raise InvalidQuery(
+                f"status must be one of {', '.join(ExecutionStatus.values)}, got {filters.status!r}"
+            )
+        executions = executions.filter(status=filters.status)
+    if filters.search:
+        low, high = id_range(filters.search)
+        executions = executions.filter(id__gte=low, id__lte=high)
+    return executions
+
+
+def execution_page(
+    filters: ListFilters, *, cursor: str | None = None, limit: int = PAGE_SIZE
+) -> ListPage:
+    """Newest first, keyset-paged on the time-ordered id (no OFFSET, no COUNT): two queries."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
+    executions = filtered_executions(filters)
+    if cursor:
+        executions = executions.filter(id__lt=decode_cursor(cursor))
+    items = list(executions[: limit + 1])
+    next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+    items = items[:limit]
+    progress = step_progress(item.id for item in items)
+    empty = Progress(done=0, total=0)
+    return ListPage(
+        rows=[ListRow(execution=item, progress=progress.get(item.id, empty)) for item in items],
+        next_cursor=next_cursor,
+    )
+
+
+def step_progress(execution_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Progress]:
+    """Steps done/total of the page's executions, in one grouped query on the step index."""
+    ids = list(execution_ids)
+    if not ids:
+        return {}
+    rows = (
+        Step.objects.filter(execution_id__in=ids)
+        .order_by()
+        .values("execution_id")
+        .annotate(total=Count("id"), done=Count("id", filter=Q(status=StepStatus.COMPLETED)))
+    )
+    return {row["execution_id"]: Progress(done=row["done"], total=row["total"]) for row in rows}
+
+
+def counts_by_status(since: datetime) -> dict[str, int]:
+    """Executions created since `since`, by status, zeros included.
+
+    Conditional counts rather than GROUP BY status: with GROUP BY, SQLite's planner prefers
+    walking the whole status index to using the created_at range.
+    """
+    return Execution.objects.filter(created_at__gte=since).aggregate(
+        **{status: Count("id", filter=Q(status=status)) for status in ExecutionStatus.values}
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkflowActivity:
+    counts: dict[str, int]
+    last: Execution | None
+
+
+def workflow_activity(workflows: Iterable[str], *, since: datetime) -> dict[str, WorkflowActivity]:
+    """Counts by status since `since` and the latest execution, per workflow: two queries."""
+    names = list(dict.fromkeys(workflows))
+    if not names:
+        return {}
+    pairs = [(name, status) for name in names for status in ExecutionStatus.values]
+    totals = Execution.objects.filter(created_at__gte=since).aggregate(
+        **{
+            f"count_{index}": Count("id", filter=Q(workflow=name, status=status))
+            for index, (name, status) in enumerate(pairs)
+        }
+    )
+    counts: dict[str, dict[str, int]] = {name: {} for name in names}
+    for index, (name, status) in enumerate(pairs):
+        counts[name][status] = totals[f"count_{index}"]
+    latest = latest_executions(names)
+    return {name: WorkflowActivity(counts=counts[name], last=latest.get(name)) for name in names}
+
+
+def latest_executions(workflows: list[str]) -> dict[str, Execution]:
+    """The newest execution of each workflow: one index seek per workflow, in a single query."""
+    newest = Q()
+    for name in workflows:
+        newest |= Q(
+            id=Subquery(Execution.objects.filter(workflow=name).order_by("-id").values("id")[:1])
+        )
+    executions = Execution.objects.filter(newest).defer(*LIST_DEFERRED)
+    return {execution.workflow: execution for execution in executions}

@@ -1,0 +1,240 @@
+"""The waterfall of an execution: every attempt, sleep and retry wait on one time axis.
+
+Offsets are computed here as percentages of [trigger time, end or now], so the page draws the
+timeline with plain CSS and no script.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from dashboard.values import format_duration
+from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
+
+TICK_STEPS_MS = (
+    *(base * 10**power for power in range(0, 5) for base in (1, 2, 5)),
+    15_000, 30_000, 60_000, 120_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000,
+    7_200_000, 21_600_000, 43_200_000, 86_400_000,
+)  # fmt: skip
+MAX_TICKS = 6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Bar:
+    kind: str  # queued, running, completed, failed, cancelled, backoff, sleep
+    left: str
+    width: str
+    label: str
+    planned: bool = False
+    # The hover box opens leftwards for bars in the right half, so it stays on screen.
+    align_end: bool = False
+    # An attempt's bar links to its row in the step's attempts table.
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Row:
+    name: str
+    anchor: str
+    status: str
+    started_at: datetime | None
+    # None while the row is still going: its duration then ticks in the browser.
+    ended_at: datetime | None
+    bars: list[Bar]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tick:
+    left: str
+    label: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Timeline:
+    rows: list[Row]
+    ticks: list[Tick]
+    now_left: str | None
+    span: str
+
+
+class Axis:
+    """Maps times onto [0, 100] percent of the execution's span."""
+
+    def __init__(self, start: datetime, end: datetime) -> None:
+        self.start = start
+        self.span = max(end - start, timedelta(milliseconds=1))
+
+    def bar(self, kind: str, begin: datetime, end: datetime, label: str, **extra: object) -> Bar:
+        left = self.percent(begin)
+        width = max(self.percent(end) - left, 0.0)
+        return Bar(
+            kind=kind,
+            left=f"{left:.3f}",
+            width=f"{width:.3f}",
+            label=label,
+            align_end=left > 55,
+            **extra,
+        )
+
+    def percent(self, moment: datetime) -> float:
+        return min(max((moment - self.start) / self.span * 100, 0.0), 100.0)
+
+    def offset(self, moment: datetime) -> str:
+        return "+" + format_duration(moment - self.start)
+
+
+def build_timeline(execution: Execution, steps: list[Step], now: datetime) -> Timeline:
+    """`steps` come with their attempts prefetched, as engine.queries.get_execution loads them."""
+    axis = Axis(execution.created_at, _axis_end(execution, steps, now))
+    end = execution.finished_at or now
+    rows = [_execution_row(execution, axis, end)]
+    rows += [
+        _step_row(step, position, axis, execution.finished_at, now)
+        for position, step in enumerate(steps, 1)
+    ]
+    running = not execution.is_finished
+    return Timeline(
+        rows=rows,
+        ticks=_ticks(axis),
+        now_left=f"{axis.percent(now):.3f}" if running else None,
+        span=format_duration(axis.span),
+    )
+
+
+def _axis_end(execution: Execution, steps: list[Step], now: datetime) -> datetime:
+    """The end, or now while running; planned wake times still to come stretch the axis."""
+    moments = [execution.finished_at or now]
+    for step in steps:
+        if not execution.is_finished and step.wake_at:
+            moments.append(step.wake_at)
+        moments += [moment for moment in (step.started_at, step.finished_at) if moment]
+        for attempt in step.attempts.all():
+            moments += [moment for moment in (attempt.started_at, attempt.finished_at) if moment]
+    return max(moments)
+
+
+def _execution_row(execution: Execution, axis: Axis, end: datetime) -> Row:
+    started = execution.started_at
+    queued_until = min(started or end, end)
+    bars = [
+        axis.bar(
+            "queued",
+            execution.created_at,
+            queued_until,
+            f"queued {format_duration(queued_until - execution.created_at)} "
+            "before a worker picked it up",
+        )
+    ]
+    if started:
+        bars.append(
+            axis.bar(
+                execution.status,
+                started,
+                end,
+                f"execution {execution.status} · ran {format_duration(end - started)} "
+                f"· {clock(started)} → {clock(end)}",
+            )
+        )
+    return Row(
+        name="execution",
+        anchor="summary",
+        status=execution.status,
+        started_at=execution.created_at,
+        ended_at=execution.finished_at,
+        bars=bars,
+    )
+
+
+def _step_row(
+    step: Step, position: int, axis: Axis, execution_end: datetime | None, now: datetime
+) -> Row:
+    end = execution_end or now
+    bars = _sleep_bars(step, axis) if step.is_sleep else _attempt_bars(step, axis, end, now)
+    return Row(
+        name=step.name,
+        anchor=f"step-{position}",
+        status=step.status,
+        started_at=step.started_at,
+        ended_at=step.finished_at or execution_end,
+        bars=bars,
+    )
+
+
+def _sleep_bars(step: Step, axis: Axis) -> list[Bar]:
+    if not step.started_at:
+        return []
+    until = step.finished_at or step.wake_at or step.started_at
+    ms = (step.input or {}).get("ms") if isinstance(step.input, dict) else None
+    planned = step.status == StepStatus.SLEEPING
+    verb = "wakes" if planned else "woke" if step.status == StepStatus.COMPLETED else "stopped"
+    label = f"{step.name} · sleep {ms} ms · {clock(step.started_at)} → {verb} {clock(until)}"
+    return [axis.bar("sleep", step.started_at, until, label, planned=planned)]
+
+
+def _attempt_bars(step: Step, axis: Axis, end: datetime, now: datetime) -> list[Bar]:
+    bars: list[Bar] = []
+    allowed = step.retries + 1
+    previous: Attempt | None = None
+    for attempt in step.attempts.all():
+        if previous is not None and previous.finished_at:
+            bars.append(_backoff_bar(step, axis, previous.finished_at, attempt.started_at))
+        bars.append(_attempt_bar(step, attempt, allowed, axis, end))
+        previous = attempt
+    waiting = step.status == StepStatus.RUNNING and step.wake_at
+    if waiting and previous is not None and previous.finished_at:
+        bars.append(
+            _backoff_bar(step, axis, previous.finished_at, step.wake_at, planned=step.wake_at > now)
+        )
+    return bars
+
+
+def _attempt_bar(step: Step, attempt: Attempt, allowed: int, axis: Axis, end: datetime) -> Bar:
+    finished = attempt.finished_at or end
+    parts = [f"{step.name} · attempt {attempt.number} of {allowed}", attempt.status]
+    if attempt.status == AttemptStatus.FAILED:
+        parts.append(f"{attempt.error_type}: {attempt.error_message}")
+    parts.append(format_duration(finished - attempt.started_at))
+    parts.append(f"{clock(attempt.started_at)} → {clock(finished)}")
+    label = " · ".join(parts)
+    return axis.bar(attempt.status, attempt.started_at, finished, label, attempt=attempt.number)
+
+
+def _backoff_bar(
+    step: Step, axis: Axis, begin: datetime, until: datetime, *, planned: bool = False
+) -> Bar:
+    label = (
+        f"{step.name} · retry back-off {format_duration(until - begin)} · "
+        f"{clock(begin)} → {'next attempt due' if planned else 'next attempt'} {clock(until)}"
+    )
+    return axis.bar("backoff", begin, until, label, planned=planned)
+
+
+def _ticks(axis: Axis) -> list[Tick]:
+    span_ms = axis.span.total_seconds() * 1000
+    step_ms = next(
+        (step for step in TICK_STEPS_MS if span_ms / step <= MAX_TICKS), TICK_STEPS_MS[-1]
+    )
+    ticks = []
+    moment = 0
+    while moment <= span_ms:
+        ticks.append(Tick(left=f"{moment / span_ms * 100:.3f}", label=tick_label(moment)))
+        moment += step_ms
+    return ticks
+
+
+def tick_label(ms: float) -> str:
+    if ms == 0:
+        return "0"
+    if ms < 1000:
+        return f"{ms:g} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:g} s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:g} m"
+    return f"{ms / 3_600_000:g} h"
+
+
+def clock(moment: datetime) -> str:
+    """UTC wall-clock time with milliseconds, for hover text."""
+    return moment.strftime("%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"

@@ -1,0 +1,221 @@
+"""Dashboard pages. Reads go through engine.queries and dashboard.queries; every state change
+goes through engine.runtime, as the API's do. htmx only enhances: each URL also answers a plain
+browser with a whole page."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseLocation, HttpResponseStopPolling
+from django_htmx.middleware import HtmxDetails
+
+from dashboard import queries
+from dashboard.forms import TriggerForm, pretty_input
+from dashboard.presenters import ExecutionPage, present
+from engine import registry, runtime
+from engine.errors import ExecutionAlreadyFinished, ExecutionNotFound, PloyError
+from engine.models import Execution, ExecutionStatus
+from engine.queries import InvalidQuery, get_execution, parse_execution_id
+
+COUNTERS_WINDOW = timedelta(hours=1)
+ACTIVITY_WINDOW = timedelta(hours=24)
+LIST_TEMPLATE = "dashboard/execution_list.html"
+DETAIL_TEMPLATE = "dashboard/execution_detail.html"
+
+
+class HtmxHttpRequest(HttpRequest):
+    htmx: HtmxDetails
+
+
+def refreshes(request: HtmxHttpRequest, target: str) -> bool:
+    """An htmx request for one region of the page (not a history restore, which needs it all)."""
+    htmx = request.htmx
+    return bool(htmx) and htmx.target == target and not htmx.history_restore_request
+
+
+def open_in_main(url: str) -> HttpResponseLocation:
+    """Go to `url` without a full reload: htmx fetches the page and swaps its <main>."""
+    return HttpResponseLocation(url, target="#main", select="#main", swap="outerHTML")
+
+
+@require_GET
+@vary_on_headers("HX-Request", "HX-Target")
+def execution_list(request: HtmxHttpRequest) -> HttpResponse:
+    context = list_context(request)
+    if refreshes(request, "executions"):
+        return render(request, f"{LIST_TEMPLATE}#refresh", context)
+    form = TriggerForm(initial=trigger_initial(request))
+    return render(request, LIST_TEMPLATE, {**context, "form": form})
+
+
+def list_context(request: HttpRequest) -> dict[str, object]:
+    filters = queries.ListFilters(
+        workflow=request.GET.get("workflow", "").strip(),
+        status=request.GET.get("status", "").strip(),
+        search=request.GET.get("q", "").strip(),
+    )
+    cursor = request.GET.get("cursor") or None
+    try:
+        page = queries.execution_page(filters, cursor=cursor)
+        problem = None
+    except InvalidQuery as error:
+        page, problem = queries.ListPage(rows=[], next_cursor=None), str(error)
+    return {
+        "page": page,
+        "problem": problem,
+        "filters": filters,
+        "cursor": cursor,
+        "filtered": bool(filters.workflow or filters.status or filters.search),
+        "workflows": workflow_names(filters.workflow),
+        "statuses": list(ExecutionStatus.values),
+        "counts": queries.counts_by_status(timezone.now() - COUNTERS_WINDOW),
+        "poll_url": request.get_full_path(),
+        "next_url": page_url(request, page.next_cursor) if page.next_cursor else None,
+        "first_url": page_url(request, None) if cursor else None,
+    }
+
+
+def workflow_names(selected: str) -> list[str]:
+    names = [binding.name for binding in registry.current().config.workflows]
+    if selected and selected not in names:
+        names.append(selected)
+    return list(dict.fromkeys(names))
+
+
+def page_url(request: HttpRequest, cursor: str | None) -> str:
+    query = request.GET.copy()
+    query.pop("cursor", None)
+    if cursor:
+        query["cursor"] = cursor
+    return f"{request.path}?{query.urlencode()}" if query else request.path
+
+
+def trigger_initial(request: HttpRequest) -> dict[str, object]:
+    """?trigger=BINDING&from=ID pre-fills the form with that execution's input ("edit & run")."""
+    initial: dict[str, object] = {}
+    if request.GET.get("trigger"):
+        initial["binding"] = request.GET["trigger"]
+    if request.GET.get("from"):
+        with contextlib.suppress(ExecutionNotFound):
+            initial["input"] = pretty_input(execution_input(request.GET["from"]))
+    return initial
+
+
+def execution_input(execution_id: str) -> object:
+    inputs = Execution.objects.filter(id=parse_execution_id(execution_id)).values_list("input")
+    row = inputs.first()
+    if row is None:
+        raise ExecutionNotFound(execution_id)
+    return row[0]
+
+
+@require_POST
+def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
+    form = TriggerForm(request.POST)
+    if form.is_valid():
+        try:
+            result = runtime.trigger(form.cleaned_data["binding"], form.cleaned_data["input"])
+        except PloyError as error:  # unknown workflow, input not JSON-able or too large
+            form.add_error("input", str(error))
+        else:
+            url = reverse("dashboard:execution_detail", args=[result.execution_id])
+            return open_in_main(url) if request.htmx else redirect(url)
+    if request.htmx:
+        return render(request, f"{LIST_TEMPLATE}#trigger-form", {"form": form}, status=422)
+    context = {**list_context(request), "form": form}
+    return render(request, LIST_TEMPLATE, context, status=422)
+
+
+@require_GET
+@vary_on_headers("HX-Request", "HX-Target")
+def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    try:
+        execution = get_execution(execution_id)
+    except ExecutionNotFound:
+        if refreshes(request, "live"):
+            return HttpResponseStopPolling("<p class='notice'>This execution no longer exists.</p>")
+        return not_found(request, execution_id)
+    page = present(execution, now=timezone.now(), full=request.GET.get("full") == "1")
+    if not refreshes(request, "live"):
+        return render(request, DETAIL_TEMPLATE, detail_context(request, page))
+    if execution.is_finished:
+        html = render_to_string(f"{DETAIL_TEMPLATE}#live", detail_context(request, page), request)
+        return HttpResponseStopPolling(html)
+    if request.GET.get("v") == page.fingerprint:
+        return HttpResponse(status=204)
+    return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
+
+
+def detail_context(request: HttpRequest, page: ExecutionPage) -> dict[str, object]:
+    query = request.GET.copy()
+    query["v"] = page.fingerprint
+    full_query = request.GET.copy()
+    full_query.pop("v", None)
+    full_query["full"] = "1"
+    return {
+        "page": page,
+        "execution": page.execution,
+        "poll_url": f"{request.path}?{query.urlencode()}",
+        "full_url": f"{request.path}?{full_query.urlencode()}",
+    }
+
+
+def not_found(request: HttpRequest, execution_id: str) -> HttpResponse:
+    """The friendly 404 whatever DEBUG says: an execution id is often pasted by hand."""
+    return render(request, "404.html", {"execution_id": execution_id}, status=404)
+
+
+@require_POST
+def cancel_execution(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    try:
+        runtime.cancel_execution(execution_id)
+    except ExecutionNotFound:
+        return not_found(request, execution_id)
+    except ExecutionAlreadyFinished as error:
+        messages.info(
+            request, f"Nothing to cancel: the execution had already ended ({error.status})."
+        )
+    else:
+        messages.success(request, "Execution cancelled.")
+    if not request.htmx:
+        return redirect("dashboard:execution_detail", execution_id=execution_id)
+    page = present(get_execution(execution_id), now=timezone.now())
+    return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
+
+
+@require_POST
+def rerun_execution(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    try:
+        result = runtime.rerun_execution(execution_id)
+    except ExecutionNotFound:
+        return not_found(request, execution_id)
+    except PloyError as error:  # its workflow is no longer in ploy.yaml
+        messages.error(request, f"Could not rerun: {error}")
+        url = reverse("dashboard:execution_detail", args=[execution_id])
+    else:
+        messages.success(request, "Rerun started with the same input.")
+        url = reverse("dashboard:execution_detail", args=[result.execution_id])
+    return open_in_main(url) if request.htmx else redirect(url)
+
+
+@require_GET
+def workflow_list(request: HtmxHttpRequest) -> HttpResponse:
+    bindings = registry.current().config.workflows
+    activity = queries.workflow_activity(
+        [binding.name for binding in bindings], since=timezone.now() - ACTIVITY_WINDOW
+    )
+    rows = [{"binding": binding, "activity": activity[binding.name]} for binding in bindings]
+    return render(
+        request,
+        "dashboard/workflow_list.html",
+        {"rows": rows, "statuses": list(ExecutionStatus.values)},
+    )

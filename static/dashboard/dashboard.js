@@ -1,0 +1,122 @@
+// ployweb dashboard: small enhancements; every page reads fine without this file.
+// - adds the browser's local time beside each UTC <time>
+// - ticks the durations of what is still running
+// - copy buttons
+// - keeps <details> open or closed as the user left them when htmx swaps a region
+// - opens the traceback of an attempt reached from the timeline
+(function () {
+  "use strict";
+
+  const localFormat = new Intl.DateTimeFormat(undefined, {
+    year: "numeric", month: "2-digit", day: "2-digit",
+    hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short",
+  });
+
+  function addLocalTimes(root) {
+    root.querySelectorAll("time.utc[datetime]").forEach(function (time) {
+      if (time.nextElementSibling && time.nextElementSibling.classList.contains("local-time")) return;
+      const date = new Date(time.getAttribute("datetime"));
+      if (isNaN(date)) return;
+      const local = document.createElement("span");
+      local.className = "local-time";
+      local.textContent = localFormat.format(date) + " (local)";
+      time.after(local);
+    });
+  }
+
+  function formatDuration(ms) {
+    ms = Math.max(ms, 0);
+    if (ms < 1000) return Math.round(ms) + " ms";
+    const seconds = ms / 1000;
+    if (seconds < 60) return seconds.toFixed(2) + " s";
+    let rest = Math.floor(seconds);
+    const minutes = Math.floor(rest / 60);
+    rest = rest % 60;
+    if (minutes < 60) return minutes + " m " + String(rest).padStart(2, "0") + " s";
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return hours + " h " + String(minutes % 60).padStart(2, "0") + " m";
+    return Math.floor(hours / 24) + " d " + String(hours % 24).padStart(2, "0") + " h";
+  }
+
+  function tick() {
+    const now = Date.now();
+    document.querySelectorAll(".duration.live[data-since]").forEach(function (element) {
+      const since = Date.parse(element.dataset.since);
+      if (!isNaN(since)) element.textContent = formatDuration(now - since);
+    });
+  }
+
+  function enableCopyButtons(root) {
+    root.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
+      button.hidden = false;
+    });
+  }
+
+  async function copy(button) {
+    const source = document.querySelector(button.dataset.copy);
+    if (!source) return;
+    const text = source.textContent;
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (error) {
+      const range = document.createRange();
+      range.selectNodeContents(source);
+      const selection = window.getSelection();
+      selection.removeAllRanges();
+      selection.addRange(range);
+      document.execCommand("copy");
+    }
+    const label = button.textContent;
+    button.textContent = "Copied";
+    button.classList.add("copied");
+    setTimeout(function () {
+      button.textContent = label;
+      button.classList.remove("copied");
+    }, 1200);
+  }
+
+  // <details> the user opened or closed, by id; a swap must not undo their choice.
+  const detailsState = new Map();
+
+  function restoreDetails(root) {
+    root.querySelectorAll("details[id]").forEach(function (details) {
+      if (detailsState.has(details.id)) details.open = detailsState.get(details.id);
+    });
+  }
+
+  function enhance(root) {
+    addLocalTimes(root);
+    enableCopyButtons(root);
+    restoreDetails(root);
+  }
+
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button.copy[data-copy]");
+    if (button) copy(button);
+  });
+  document.addEventListener("toggle", function (event) {
+    if (event.target.id && event.isTrusted) detailsState.set(event.target.id, event.target.open);
+  }, true);
+  // Filters left empty stay out of the URL: "?workflow=x", not "?workflow=x&status=&q=".
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (!event.detail.elt.hasAttribute("data-drop-empty")) return;
+    const parameters = event.detail.parameters;
+    Object.keys(parameters).forEach(function (key) {
+      if (parameters[key] === "") delete parameters[key];
+    });
+  });
+  function openTarget() {
+    const id = decodeURIComponent(location.hash.slice(1));
+    const target = id && document.getElementById(id);
+    const details = target && target.querySelector("details");
+    if (details) details.open = true;
+  }
+  window.addEventListener("hashchange", openTarget);
+  document.addEventListener("htmx:load", function (event) { enhance(event.detail.elt); });
+  document.addEventListener("DOMContentLoaded", function () {
+    enhance(document);
+    openTarget();
+    tick();
+    setInterval(tick, 250);
+  });
+})();

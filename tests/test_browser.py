@@ -1,0 +1,325 @@
+"""The dashboard in real headless Chromium, against a live server and a real worker.
+
+Needs /usr/bin/chromium (Playwright's own browser download is not used). Without it the tests
+are skipped, except on CI (CI=true), which installs it: there they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread; the test's own ORM calls are safe.
+os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+
+from engine import runtime  # noqa: E402
+from engine.models import Execution  # noqa: E402
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 30_000
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing: CI must install chromium", pytrace=False)
+    pytest.skip(
+        f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests",
+        allow_module_level=True,
+    )
+
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    ConsoleMessage,
+    Locator,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)  # noqa: E402
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, live_server) -> Iterator[Page]:
+    """A fresh page; closed before the live server's database is flushed."""
+    context = browser.new_context(
+        base_url=live_server.url,
+        viewport={"width": 1360, "height": 900},
+        timezone_id="Europe/Paris",
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.extend(console_errors(message)))
+    page.on("dialog", lambda dialog: dialog.accept())
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def console_errors(message: ConsoleMessage) -> list[str]:
+    """Errors the page logs; a 404 or 422 answer that the page shows on purpose is not one."""
+    if message.type != "error" or message.text.startswith("Failed to load resource"):
+        return []
+    return [message.text]
+
+
+def screenshot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def mark_document(page: Page) -> None:
+    """A marker on window: still there later means the page was never reloaded."""
+    page.evaluate("window.__notReloaded = true")
+
+
+def assert_not_reloaded(page: Page) -> None:
+    assert page.evaluate("window.__notReloaded === true"), "the page was reloaded"
+
+
+def tip_of(bar: Locator) -> str:
+    """The text of a timeline bar's hover box, empty while it is hidden."""
+    return bar.evaluate("bar => getComputedStyle(bar, '::after').content")
+
+
+def test_trigger_the_example_from_the_form_and_watch_it_complete(
+    page: Page, start_worker: Callable
+) -> None:
+    start_worker()
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Executions")).to_be_visible()
+    expect(page.locator("#executions")).to_contain_text("No executions yet")
+    screenshot(page, "01-list-empty")
+    mark_document(page)
+
+    page.locator("#trigger-form").get_by_label("Workflow").select_option("DATA_FLOW")
+    page.get_by_label("Input (JSON)").fill("{not json")
+    page.get_by_role("button", name="Trigger").click()
+    expect(page.locator("#trigger-form")).to_contain_text("Not valid JSON")
+    screenshot(page, "02-trigger-error")
+    page.get_by_label("Input (JSON)").fill('{"action": "double", "value": 21}')
+    page.get_by_role("button", name="Trigger").click()
+
+    # The form opens the new execution, and the page follows it live to its end.
+    expect(page).to_have_url(re.compile(r"/executions/[0-9a-f-]{36}/$"))
+    expect(page.locator("#execution-status")).to_have_text("completed")
+    expect(page).to_have_title("data_processing completed · ployweb")
+    assert_not_reloaded(page)
+    for name in ("validate", "process", "store"):
+        expect(page.locator(".step-name", has_text=name)).to_be_visible()
+    expect(page.locator(".step")).to_have_count(3)
+    expect(page.locator("#execution-output")).to_contain_text('"processedValue": 42')
+    expect(page.locator("#step-2-input")).to_contain_text('"value": 21')
+    expect(page.locator(".timeline .tl-bar.bar-completed")).to_have_count(4)  # 3 steps + run
+    expect(page.locator("time.utc").first).to_be_visible()
+    expect(page.locator(".local-time").first).to_contain_text("(local)")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator("#execution-output").get_by_role("button", name="Copy").click()
+    expect(page.locator("#execution-output").get_by_role("button", name="Copied")).to_be_visible()
+    assert '"processedValue": 42' in page.evaluate("navigator.clipboard.readText()")
+    screenshot(page, "03-execution-completed")
+
+    page.get_by_role("link", name="Executions", exact=True).first.click()
+    row = page.locator("#executions tbody tr").first
+    expect(row).to_contain_text("data_processing")
+    expect(row).to_contain_text("completed")
+    expect(row).to_contain_text("3/3")
+    screenshot(page, "04-list")
+
+
+def test_the_list_follows_executions_live(page: Page, start_worker: Callable) -> None:
+    start_worker()
+    page.goto("/")
+    mark_document(page)
+
+    execution_id = runtime.trigger("SLEEPER", {"ms": 4000}).execution_id
+
+    row = page.locator("#executions tbody tr", has_text=execution_id)
+    expect(row.locator(".badge")).to_have_text("running")
+    expect(row.locator(".badge")).to_have_text("completed")
+    expect(row).to_contain_text("3/3")
+    expect(page.locator("#counters .counter-completed strong")).to_have_text("1")
+    assert_not_reloaded(page)
+
+
+def test_the_list_stops_polling_while_the_tab_is_hidden(page: Page) -> None:
+    page.goto("/")
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if is_poll(request) else None)
+    wait_for_poll(page, polls)
+
+    page.evaluate(SET_HIDDEN, True)
+    polls.clear()
+    page.wait_for_timeout(4000)  # longer than the 3 s polling interval
+    assert polls == []
+
+    page.evaluate(SET_HIDDEN, False)
+    wait_for_poll(page, polls)
+
+
+SET_HIDDEN = """hidden => {
+    Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def is_poll(request: Request) -> bool:
+    return request.headers.get("hx-target") == "executions"
+
+
+def wait_for_poll(page: Page, polls: list[str]) -> None:
+    count = len(polls)
+    for _ in range(100):
+        if len(polls) > count:
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError("the list did not poll")
+
+
+def test_filters_and_search_stay_in_the_url(page: Page) -> None:
+    kept = runtime.trigger("FAILING", {}).execution_id
+    runtime.trigger("SLEEPER", {"ms": 1})
+    page.goto("/")
+    mark_document(page)
+
+    page.locator("select[name=workflow]").select_option("failing")
+    expect(page).to_have_url(re.compile(r"/\?workflow=failing$"))
+    expect(page.locator("#executions tbody tr")).to_have_count(1)
+    page.locator("#q").fill(kept[:13])
+    expect(page).to_have_url(re.compile(rf"q={kept[:13]}"))
+    expect(page.locator("#executions tbody tr")).to_contain_text(kept)
+    assert_not_reloaded(page)
+
+    page.reload()
+    expect(page.locator("select[name=workflow]")).to_have_value("failing")
+    expect(page.locator("#executions tbody tr")).to_have_count(1)
+
+
+def test_a_failing_workflow_shows_every_failed_attempt_on_the_timeline(
+    page: Page, start_worker: Callable
+) -> None:
+    start_worker()
+    execution_id = runtime.trigger("FAILING", {}).execution_id
+    page.goto(f"/executions/{execution_id}/")
+
+    expect(page.locator("#execution-status")).to_have_text("failed")
+    boom = page.locator(".step", has_text="boom")
+    expect(boom.locator("tr.attempt-failed")).to_have_count(2)
+    expect(page.locator(".error-panel")).to_contain_text("ZeroDivisionError")
+    expect(page.locator(".tl-bar.bar-backoff")).to_have_count(1)
+    failed_bars = page.locator(".tl-bar.bar-failed[data-tip*='attempt']")
+    expect(failed_bars).to_have_count(2)
+
+    # The details of a bar show on keyboard focus and on hover.
+    failed_bars.first.focus()
+    assert "attempt 1 of 2 · failed · ZeroDivisionError" in tip_of(failed_bars.first)
+    failed_bars.last.hover(force=True)
+    assert "attempt 2 of 2 · failed · ZeroDivisionError" in tip_of(failed_bars.last)
+    # Enter on a bar jumps to its attempt and unfolds the traceback; a click unfolds another.
+    first, second = boom.locator("tr.attempt-failed details").all()
+    expect(first.locator("pre")).to_be_hidden()
+    failed_bars.first.focus()
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"#step-2-attempt-1$"))
+    expect(first.locator("pre")).to_contain_text("Traceback (most recent call last)")
+    expect(second.locator("pre")).to_be_hidden()
+    second.locator("summary").click()
+    expect(second.locator("pre")).to_contain_text("ZeroDivisionError: division by zero")
+    screenshot(page, "05-execution-failed")
+
+
+def test_cancel_a_sleeping_execution_from_its_page(page: Page, start_worker: Callable) -> None:
+    start_worker()
+    execution_id = runtime.trigger("SLEEPER", {"ms": 60_000}).execution_id
+    page.goto(f"/executions/{execution_id}/")
+    mark_document(page)
+
+    expect(page.locator(".step", has_text="sleep:1").locator(".badge")).to_have_text("sleeping")
+    expect(page.locator(".tl-bar.bar-sleep.planned")).to_have_count(1)
+    screenshot(page, "06-execution-sleeping")
+    page.get_by_role("button", name="Cancel").click()
+
+    expect(page.locator("#execution-status")).to_have_text("cancelled")
+    expect(page.locator(".messages")).to_contain_text("Execution cancelled.")
+    expect(page.locator(".step", has_text="sleep:1").locator(".badge")).to_have_text("cancelled")
+    expect(page.get_by_role("button", name="Rerun")).to_be_visible()
+    assert_not_reloaded(page)
+    assert Execution.objects.get(id=execution_id).status == "cancelled"
+    screenshot(page, "07-execution-cancelled")
+
+    page.get_by_role("button", name="Rerun").click()
+    expect(page).not_to_have_url(re.compile(execution_id))
+    expect(page.locator(".messages")).to_contain_text("Rerun started")
+    expect(page.locator(".exec-head")).to_contain_text(f"rerun of {execution_id}")
+    assert_not_reloaded(page)
+
+
+def test_workflows_page_and_friendly_404(page: Page) -> None:
+    runtime.trigger("DATA_FLOW", {"action": "double", "value": 2})
+    page.goto("/workflows/")
+    expect(page.get_by_role("heading", name="Workflows")).to_be_visible()
+    expect(page.locator("tr", has_text="DATA_FLOW")).to_contain_text("data_processing")
+    screenshot(page, "08-workflows")
+
+    response = page.goto("/executions/00000000-0000-7000-8000-000000000000/")
+    assert response.status == 404
+    expect(page.get_by_role("heading", name="No execution with this id")).to_be_visible()
+    screenshot(page, "09-not-found")
+
+
+def test_dark_colour_scheme(browser: Browser, live_server, start_worker: Callable) -> None:
+    start_worker()
+    execution_id = runtime.trigger("FLAKY", {"failures": 1}).execution_id
+    context = browser.new_context(
+        base_url=live_server.url, color_scheme="dark", viewport={"width": 1360, "height": 900}
+    )
+    page = context.new_page()
+    try:
+        page.goto(f"/executions/{execution_id}/")
+        expect(page.locator("#execution-status")).to_have_text("completed")
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(15, 18, 22)"
+        screenshot(page, "10-execution-dark")
+        page.goto("/")
+        screenshot(page, "11-list-dark")
+    finally:
+        context.close()
+
+
+def test_pages_read_without_javascript(browser: Browser, live_server) -> None:
+    execution_id = runtime.trigger("DATA_FLOW", {"action": "<script>x</script>", "value": 1})
+    context = browser.new_context(base_url=live_server.url, java_script_enabled=False)
+    page = context.new_page()
+    try:
+        page.goto(f"/executions/{execution_id.execution_id}/")
+        expect(page.locator("#execution-input")).to_contain_text('"<script>x</script>"')
+        page.goto("/?workflow=data_processing")
+        expect(page.locator("#executions tbody tr")).to_have_count(1)
+    finally:
+        context.close()
