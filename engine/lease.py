@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -18,7 +19,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from engine.models import Execution
+from engine.models import Execution, ExecutionQuerySet
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,14 @@ class Lease:
     def expiry(self, now: datetime) -> datetime:
         return now + timedelta(seconds=self.seconds)
 
+    @cached_property
+    def owned(self) -> ExecutionQuerySet:
+        """The execution while this lease holds it; built once, as renewals are the hot path."""
+        return Execution.objects.running().filter(id=self.execution_id, lease_owner=self.owner)
+
     def renew(self, now: datetime) -> bool:
         """Extend the lease; False once the execution is cancelled, ended or taken over."""
-        owned = Execution.objects.running().filter(id=self.execution_id, lease_owner=self.owner)
-        return owned.update(lease_expires_at=self.expiry(now)) == 1
+        return self.owned.update(lease_expires_at=self.expiry(now)) == 1
 
     @contextmanager
     def hold(self, now: datetime) -> Iterator[None]:
