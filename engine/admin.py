@@ -55,23 +55,31 @@ class ReadOnlyMixin:
         return False
 
 
-class AttemptInline(ReadOnlyMixin, admin.TabularInline):
-    model = Attempt
-    extra = 0
-    fields = (
-        "number",
-        "status",
-        "error_type",
-        "error_message",
-        "traceback",
-        "started_at",
-        "finished_at",
-    )
-    readonly_fields = fields
+ATTEMPT_FIELDS = (
+    "number",
+    "status",
+    "error_type",
+    "error_message",
+    "traceback",
+    "started_at",
+    "finished_at",
+)
+
+
+class AttemptFieldsMixin:
+    """An attempt's fields, read-only, with its traceback escaped and folded."""
+
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
 
     @admin.display(description="traceback")
     def traceback(self, attempt: Attempt) -> SafeString | str:
         return traceback_html(attempt)
+
+
+class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+    model = Attempt
+    extra = 0
 
 
 class StepInline(ReadOnlyMixin, admin.TabularInline):
@@ -304,25 +312,12 @@ class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 @admin.register(Attempt)
-class AttemptAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class AttemptAdmin(AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("step", "number", "status", "error_type", "started_at", "finished_at")
     list_filter = ("step__execution__workflow", "status")
     search_fields = ("step__execution__id", "step__name", "error_type")
     search_help_text = "An execution id (or part of one), a step name or an error type."
     show_full_result_count = False
     list_select_related = ("step",)
-    fields = (
-        "step",
-        "number",
-        "status",
-        "error_type",
-        "error_message",
-        "traceback",
-        "started_at",
-        "finished_at",
-    )
+    fields = ("step", *ATTEMPT_FIELDS)
     readonly_fields = fields
-
-    @admin.display(description="traceback")
-    def traceback(self, attempt: Attempt) -> SafeString | str:
-        return traceback_html(attempt)
