@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from engine.errors import PloyError, StepFailed
+from engine.errors import PloyError, StepFailed, StepMisuse
 from engine.lease import Lease
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
@@ -50,6 +51,7 @@ class StepContext:
         self._lease = lease
         self._clock = clock
         self._sleeps = 0
+        self._running: str | None = None  # the step whose fn is being called
 
     def run(
         self,
@@ -61,6 +63,7 @@ class StepContext:
     ) -> object:
         """Run `fn` once and persist its result; on a replay return the stored result."""
         _check_step_name(name)
+        self._check_not_nested(f"step.run({name!r})")
         if not callable(fn):
             raise TypeError(f"step.run({name!r}, fn): fn must be a function, got {fn!r}")
         step = self._steps.get(name)
@@ -74,22 +77,35 @@ class StepContext:
         retries = self._retries if retries is None else _check_retries(name, retries)
         snapshot = to_json(input, f"the input of step {name!r}")
         step, attempt = self._begin_attempt(name, step, snapshot, retries)
+        self._running = name
         try:
             value = fn()
         except Exception as error:
-            raise self._record_failure(step, attempt, error, final=False) from error
+            # Misuse fails at once: a retry would only repeat it.
+            final = isinstance(error, StepMisuse)
+            raise self._record_failure(step, attempt, error, final=final) from error
+        finally:
+            self._running = None
         try:
-            output = to_json(value, f"the output of step {name!r}")
+            output = to_json(_synchronous(name, value), f"the output of step {name!r}")
         except PloyError as error:
             # Retrying cannot make the same value serialisable: fail at once.
             raise self._record_failure(step, attempt, error, final=True) from None
         self._record_success(step, attempt, output)
         return output
 
+    def _check_not_nested(self, call: str) -> None:
+        if self._running is not None:
+            raise StepMisuse(
+                f"{call} was called inside step {self._running!r}: steps cannot be nested; "
+                "call it from the handler"
+            )
+
     def sleep(self, ms: float) -> None:
         """Durable: the run ends here and the execution is woken at the stored wake time."""
         if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0 or math.isinf(ms):
             raise ValueError(f"step.sleep(ms) needs a number of milliseconds >= 0, got {ms!r}")
+        self._check_not_nested("step.sleep()")
         self._sleeps += 1
         name = f"{SLEEP_PREFIX}{self._sleeps}"
         step = self._steps.get(name)
@@ -179,6 +195,17 @@ class StepContext:
                 step.status, step.error, step.finished_at = StepStatus.FAILED, details, now
             step.save(update_fields=["failure_count", "wake_at", "status", "error", "finished_at"])
         return Suspend(step.wake_at) if retry else _step_failed(step)
+
+
+def _synchronous(name: str, value: object) -> object:
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()  # never awaited, on purpose: no warning
+        raise StepMisuse(
+            f"step {name!r} returned an awaitable: step functions run synchronously; use a "
+            "plain def (call asyncio.run() inside it for async code)"
+        )
+    return value
 
 
 def _mark_interrupted(step: Step, now: datetime) -> None:

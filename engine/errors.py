@@ -68,3 +68,7 @@ class StepFailed(PloyError):
         super().__init__(
             f"step {step_name!r} failed after {attempts} {noun}: {error_type}: {error_message}"
         )
+
+
+class StepMisuse(PloyError):
+    """`step` used in a way that cannot work (nested steps, an async step function)."""

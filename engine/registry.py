@@ -147,6 +147,13 @@ def _definition(main: Path, name: object, value: object) -> WorkflowDefinition:
     on_error = value.get("on_error")
     if on_error is not None and not callable(on_error):
         raise ConfigError(main, f"{key}['on_error'] must be a function, got {on_error!r}")
+    for option, function in (("handler", handler), ("on_error", on_error)):
+        if inspect.iscoroutinefunction(function):
+            raise ConfigError(
+                main,
+                f"{key}['{option}'] is async: ployweb calls workflow "
+                "functions synchronously; define it with a plain def",
+            )
     return WorkflowDefinition(
         name=name,
         handler=handler,

@@ -105,3 +105,8 @@ def test_manage_py_prints_one_line_for_a_broken_config(tmp_path):
         f"ployweb: {tmp_path / 'ploy.yaml'}: workflow.ORDERS.retries must be a whole number "
         ">= 0, got -1"
     ]
+
+
+def test_async_workflow_functions_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"workflows\['flow'\]\['handler'\] is async: ployweb"):
+        load(tmp_path, "async def flow(): pass\nworkflows = {'flow': flow}\n")

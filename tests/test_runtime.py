@@ -370,3 +370,18 @@ def test_cursors_must_be_well_formed():
     for bad in ("", "abc", "!" * 22, encode_cursor(execution_id) + "A"):
         with pytest.raises(InvalidQuery, match="pass the nextCursor of a previous page"):
             decode_cursor(bad)
+
+
+@pytest.mark.parametrize(
+    ("binding", "step_name", "message"),
+    [
+        ("NESTED", "outer", "step.run('inner') was called inside step 'outer': steps cannot be"),
+        ("ASYNC_STEP", "fetch", "step 'fetch' returned an awaitable: step functions run sync"),
+    ],
+)
+def test_step_misuse_fails_at_once_with_a_clear_error(binding, step_name, message):
+    execution_id = start(binding)
+    execution = run(execution_id)
+    assert execution.status == "failed"
+    assert attempts(execution_id, step_name) == [(1, "failed", "StepMisuse")]
+    assert message in execution.error["message"]

@@ -160,3 +160,19 @@ workflows = {
     "swallow": {"handler": swallow},
     "self_cancel": {"handler": self_cancel},
 }
+
+
+def nested(*, step):
+    step.run("outer", lambda: step.run("inner", lambda: 1))
+
+
+async def fetch():
+    return 1
+
+
+def async_step(*, step):
+    step.run("fetch", fetch)
+
+
+workflows["nested"] = nested
+workflows["async_step"] = async_step
