@@ -32,7 +32,7 @@ from engine.registry import WorkflowDefinition
 logger = logging.getLogger(__name__)
 
 # A watchdog message fires this long after a lease's expiry, to take over from a dead worker.
-WATCHDOG_MARGIN = timedelta(seconds=1)
+WATCHDOG_MARGIN = timedelta(milliseconds=250)
 SWEEP_BATCH = 1000
 # The sweep runs every minute (Huey's periodic granularity) and at each worker's start.
 SWEEP_INTERVAL = timedelta(minutes=1)
