@@ -106,7 +106,8 @@ def test_a_sleep_holds_no_worker_thread(start_worker):
 def test_a_restart_neither_loses_nor_shortens_a_sleep(start_worker):
     first = start_worker()
     execution_id = runtime.trigger("SLEEPER", {"ms": 2500}).execution_id
-    wait_for(lambda: calls(execution_id) == ["before"])
+    # asleep: "before" is committed (a kill before that would rightly run it again)
+    wait_for(lambda: Step.objects.filter(execution_id=execution_id, status="sleeping").exists())
     first.kill()
     HUEY.flush()  # even the wake-up message is lost with the restart
     start_worker()
