@@ -58,6 +58,26 @@ class PloyConfig:
         raise UnknownWorkflow(name)
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: the safe loader reports it below
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"the key {key!r} is given twice (remove one)",
+                    problem_mark=key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config(path: Path | str) -> PloyConfig:
     path = Path(path).resolve()
     raw = _read_yaml(path)
@@ -97,7 +117,7 @@ def _read_yaml(path: Path) -> dict:
             path, f"cannot read the file ({error}): check its permissions and encoding (UTF-8)"
         ) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -105,6 +105,11 @@ BAD_CONFIGS = [
     ("- a\n- b\n", "the top level must be a mapping of keys (main, workflow, db), got list"),
     ("workflow:\n  A: a\n   B: b\n", "invalid YAML at line 3, column 5"),
     ("workflow: !!python/object:os.system x\n", "invalid YAML"),
+    (
+        "workflow:\n  A: a\n  B: b\n  A: c\n",
+        "invalid YAML at line 4, column 3: the key 'A' is given twice (remove one)",
+    ),
+    ("workflow:\n  [a]: x\n", "invalid YAML"),
 ]
 
 
