@@ -15,6 +15,8 @@ from engine.payloads import error_details, to_json
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 SLEEP_PREFIX = "sleep:"
+# A step whose worker died this many times (killed, out of memory...) fails instead of looping.
+MAX_INTERRUPTED_ATTEMPTS = 5
 
 
 class Suspend(BaseException):
@@ -74,6 +76,8 @@ class StepContext:
                 raise _step_failed(step)
             if step.wake_at is not None and step.wake_at > self._clock():
                 raise Suspend(step.wake_at)
+            if step.attempt_count - step.failure_count >= MAX_INTERRUPTED_ATTEMPTS:
+                raise self._give_up_interrupted(step)
         retries = self._retries if retries is None else _check_retries(name, retries)
         snapshot = to_json(input, f"the input of step {name!r}")
         step, attempt = self._begin_attempt(name, step, snapshot, retries)
@@ -163,6 +167,20 @@ class StepContext:
                 step=step, number=step.attempt_count, status=AttemptStatus.RUNNING, started_at=now
             )
         return step, attempt
+
+    def _give_up_interrupted(self, step: Step) -> StepFailed:
+        now = self._clock()
+        with self._lease.hold(now):
+            _mark_interrupted(step, now)
+            step.status, step.finished_at = StepStatus.FAILED, now
+            step.error = {
+                "type": "WorkerLost",
+                "message": f"the worker running this step stopped {MAX_INTERRUPTED_ATTEMPTS} "
+                "times before it finished (killed, or out of memory?): giving up",
+                "traceback": "",
+            }
+            step.save(update_fields=["status", "finished_at", "error"])
+        return _step_failed(step)
 
     def _record_success(self, step: Step, attempt: Attempt, output: object) -> None:
         now = self._clock()

@@ -385,3 +385,26 @@ def test_step_misuse_fails_at_once_with_a_clear_error(binding, step_name, messag
     assert execution.status == "failed"
     assert attempts(execution_id, step_name) == [(1, "failed", "StepMisuse")]
     assert message in execution.error["message"]
+
+
+def test_a_step_that_keeps_killing_its_worker_fails_instead_of_looping():
+    from engine.context import MAX_INTERRUPTED_ATTEMPTS
+    from engine.models import Attempt
+
+    execution_id = start("FLAKY", {"failures": 0})
+    step = Step.objects.create(
+        execution_id=execution_id,
+        name="flaky",
+        position=0,
+        status="running",
+        attempt_count=MAX_INTERRUPTED_ATTEMPTS,
+        started_at=timezone.now(),
+    )
+    Attempt.objects.create(
+        step=step, number=MAX_INTERRUPTED_ATTEMPTS, status="running", started_at=timezone.now()
+    )
+    execution = run(execution_id)
+    assert execution.status == "failed"
+    assert "WorkerLost: the worker running this step stopped 5 times" in execution.error["message"]
+    assert calls(execution_id) == []  # not tried a sixth time
+    assert attempts(execution_id, "flaky") == [(5, "failed", "WorkerLost")]
