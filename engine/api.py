@@ -190,7 +190,7 @@ def list_workflows(request: HttpRequest) -> list[WorkflowOut]:
 
 @router.post(
     "/workflows/{name}/trigger",
-    response={202: TriggerOut, **_errors(400, 401, 404, 413, 422)},
+    response={202: TriggerOut, **_errors(400, 401, 404, 411, 413, 422)},
     operation_id="triggerWorkflow",
     openapi_extra=TRIGGER_BODY,
     tags=["workflows"],
@@ -271,6 +271,15 @@ def _execution(execution_id: str) -> ExecutionOut:
 def _read_input(request: HttpRequest) -> object:
     """The body as JSON, refused by its declared length before it is read, then by its real one."""
     limit = settings.PLOY_MAX_PAYLOAD_BYTES
+    if "CONTENT_LENGTH" not in request.META and "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    ):
+        # WSGI hands Django no chunked body: reading it would silently trigger with null.
+        raise HttpError(
+            411,
+            "the request body was sent chunked, without a Content-Length "
+            "header: send it with Content-Length (as curl -d does)",
+        )
     declared = _content_length(request)
     if declared > limit:
         raise PayloadTooLarge("the request body", declared, limit)

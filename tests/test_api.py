@@ -539,3 +539,13 @@ def test_trigger_and_get_a_completed_execution_with_a_real_worker(client, start_
         ("store", "completed"),
     ]
     assert body["createdAt"] <= body["startedAt"] <= body["finishedAt"]
+
+
+@pytest.mark.django_db
+def test_a_chunked_body_without_length_is_refused_not_read_as_null(client):
+    response = client.generic(
+        "POST", "/api/workflows/DATA_FLOW/trigger", b"", HTTP_TRANSFER_ENCODING="chunked"
+    )
+    assert response.status_code == 411
+    assert "sent chunked, without a Content-Length header" in response.json()["detail"]
+    assert Execution.objects.count() == 0
