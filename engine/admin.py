@@ -66,6 +66,22 @@ ATTEMPT_FIELDS = (
 )
 
 
+class PayloadMixin:
+    """Input, output and error of an execution or a step, as indented, escaped JSON."""
+
+    @admin.display(description="input")
+    def input_json(self, row: Execution | Step) -> SafeString:
+        return pretty_json(row.input)
+
+    @admin.display(description="output")
+    def output_json(self, row: Execution | Step) -> SafeString:
+        return pretty_json(row.output)
+
+    @admin.display(description="error")
+    def error_json(self, row: Execution | Step) -> SafeString:
+        return pretty_json(row.error)
+
+
 class AttemptFieldsMixin:
     """An attempt's fields, read-only, with its traceback escaped and folded."""
 
@@ -82,7 +98,7 @@ class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     extra = 0
 
 
-class StepInline(ReadOnlyMixin, admin.TabularInline):
+class StepInline(PayloadMixin, ReadOnlyMixin, admin.TabularInline):
     model = Step
     extra = 0
     show_change_link = True
@@ -100,14 +116,6 @@ class StepInline(ReadOnlyMixin, admin.TabularInline):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
         return super().get_queryset(request).prefetch_related("attempts")
 
-    @admin.display(description="input")
-    def input_json(self, step: Step) -> SafeString:
-        return pretty_json(step.input)
-
-    @admin.display(description="output")
-    def output_json(self, step: Step) -> SafeString:
-        return pretty_json(step.output)
-
     @admin.display(description="attempts")
     def attempts_list(self, step: Step) -> SafeString:
         """Each attempt in a line; the step's own page shows the tracebacks."""
@@ -123,7 +131,7 @@ def _attempt_error(attempt: Attempt) -> str:
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "workflow", "binding", "status", "created_at", "finished_at")
     list_filter = ("workflow", "status")
     # UUID lookups ignore dashes on every database: a full id or any part of one matches.
@@ -176,18 +184,6 @@ class ExecutionAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return reverse("dashboard:execution_detail", args=[execution.id])
         except NoReverseMatch:
             return None
-
-    @admin.display(description="input")
-    def input_json(self, execution: Execution) -> SafeString:
-        return pretty_json(execution.input)
-
-    @admin.display(description="output")
-    def output_json(self, execution: Execution) -> SafeString:
-        return pretty_json(execution.output)
-
-    @admin.display(description="error")
-    def error_json(self, execution: Execution) -> SafeString:
-        return pretty_json(execution.error)
 
     @admin.display(description="rerun of")
     def rerun_of_link(self, execution: Execution) -> SafeString | str:
@@ -270,7 +266,7 @@ def _back_to(request: HttpRequest) -> HttpResponse | None:
 
 
 @admin.register(Step)
-class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class StepAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("name", "execution", "status", "started_at", "finished_at")
     list_filter = ("execution__workflow", "status")
     search_fields = ("execution__id", "name")
@@ -297,18 +293,6 @@ class StepAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="execution")
     def execution_page(self, step: Step) -> SafeString:
         return execution_link(step.execution_id)
-
-    @admin.display(description="input")
-    def input_json(self, step: Step) -> SafeString:
-        return pretty_json(step.input)
-
-    @admin.display(description="output")
-    def output_json(self, step: Step) -> SafeString:
-        return pretty_json(step.output)
-
-    @admin.display(description="error")
-    def error_json(self, step: Step) -> SafeString:
-        return pretty_json(step.error)
 
 
 @admin.register(Attempt)
