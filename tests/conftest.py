@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.db import connections
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +94,3 @@ def _empty_queue() -> Iterator[None]:
 
     HUEY.flush()
     yield
-
-
-def data_dir() -> Path:
-    return Path(settings.PLOY_DATA_DIR)
