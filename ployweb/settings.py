@@ -110,7 +110,9 @@ DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
 def _huey(url: str | None) -> dict:
     """Huey's storage: a SQLite file by default, Redis for scale-out."""
     common = {"name": "ployweb", "immediate": False, "utc": True}
-    consumer = {"workers": 4, "worker_type": "thread", "scheduler_interval": 1}
+    # An idle consumer polls a SQLite queue with back-off; capped at 0.5 s (Huey's default is
+    # 10 s), a new execution never waits long for an idle worker. Redis blocks instead of polling.
+    consumer = {"workers": 4, "worker_type": "thread", "scheduler_interval": 1, "max_delay": 0.5}
     if url and urlparse(url).scheme in {"redis", "rediss", "unix"}:
         return {**common, "huey_class": "huey.RedisHuey", "url": url, "consumer": consumer}
     filename = urlparse(url).path if url else str(PLOY_DATA_DIR / "queue.sqlite3")
