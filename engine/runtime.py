@@ -234,8 +234,7 @@ def _env() -> object:
 
 
 def _suspend(execution: Execution, lease: Lease, now: datetime, wake_at: datetime) -> None:
-    released = Execution.objects.running().filter(id=execution.id, lease_owner=lease.owner)
-    if released.update(wake_at=wake_at, lease_owner=None, lease_expires_at=None):
+    if lease.owned.update(wake_at=wake_at, lease_owner=None, lease_expires_at=None):
         enqueue(execution.id, at=wake_at)
 
 
@@ -248,11 +247,8 @@ def _fail(
 ) -> None:
     """Record the failure first, so on_error runs at most once even if this worker dies."""
     details = error_details(error)
-    try:
-        with lease.hold(clock()):
-            Execution.objects.filter(id=execution.id).update(error=details)
-    except Abandon:
-        return
+    if not lease.owned.update(error=details, lease_expires_at=lease.expiry(clock())):
+        return  # cancelled or taken over meanwhile
     if definition is not None and definition.on_error is not None:
         offered = {"env": _env(), "input": execution.input, "execution_id": str(execution.id)}
         arguments = {name: offered[name] for name in definition.on_error_arguments}
@@ -274,8 +270,7 @@ def _finish(
     error: dict | None = None,
 ) -> None:
     # Conditional on the lease: a worker that lost it can never overwrite a cancel.
-    owned = Execution.objects.running().filter(id=execution.id, lease_owner=lease.owner)
-    finished = owned.update(
+    finished = lease.owned.update(
         status=status,
         output=output,
         error=error,
