@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db.models import Count, Q, QuerySet, Subquery
 
 from engine.models import Execution, ExecutionStatus, Step, StepStatus
-from engine.queries import MAX_PAGE_SIZE, InvalidQuery, decode_cursor, encode_cursor
+from engine.queries import InvalidQuery, filter_executions, keyset_page
 
 PAGE_SIZE = 50
 HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
@@ -56,14 +56,7 @@ def id_range(search: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 def filtered_executions(filters: ListFilters) -> QuerySet[Execution]:
     executions = Execution.objects.order_by("-id").defer(*LIST_DEFERRED)
-    if filters.workflow:
-        executions = executions.filter(workflow=filters.workflow)
-    if filters.status:
-        if filters.status not in ExecutionStatus.values:
-            raise InvalidQuery(
-                f"status must be one of {', '.join(ExecutionStatus.values)}, got {filters.status!r}"
-            )
-        executions = executions.filter(status=filters.status)
+    executions = filter_executions(executions, filters.workflow, filters.status)
     if filters.search:
         low, high = id_range(filters.search)
         executions = executions.filter(id__gte=low, id__lte=high)
@@ -74,19 +67,14 @@ def execution_page(
     filters: ListFilters, *, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> ListPage:
     """Newest first, keyset-paged on the time-ordered id (no OFFSET, no COUNT): two queries."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    executions = filtered_executions(filters)
-    if cursor:
-        executions = executions.filter(id__lt=decode_cursor(cursor))
-    items = list(executions[: limit + 1])
-    next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-    items = items[:limit]
-    progress = step_progress(item.id for item in items)
+    page = keyset_page(filtered_executions(filters), limit=limit, cursor=cursor)
+    progress = step_progress(item.id for item in page.items)
     empty = Progress(done=0, total=0)
     return ListPage(
-        rows=[ListRow(execution=item, progress=progress.get(item.id, empty)) for item in items],
-        next_cursor=next_cursor,
+        rows=[
+            ListRow(execution=item, progress=progress.get(item.id, empty)) for item in page.items
+        ],
+        next_cursor=page.next_cursor,
     )
 
 

@@ -8,7 +8,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import Prefetch
+from django.db.models import Prefetch, QuerySet
 
 from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, ExecutionStatus, Step
@@ -60,9 +60,13 @@ def list_executions(
     cursor: str | None = None,
 ) -> Page:
     """Newest first, keyset-paged on the time-ordered id: no OFFSET and no COUNT(*)."""
-    if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
-    executions = Execution.objects.order_by("-id")
+    executions = filter_executions(Execution.objects.order_by("-id"), workflow, status)
+    return keyset_page(executions, limit=limit, cursor=cursor)
+
+
+def filter_executions(
+    executions: QuerySet[Execution], workflow: str | None, status: str | None
+) -> QuerySet[Execution]:
     if workflow:
         executions = executions.filter(workflow=workflow)
     if status:
@@ -71,6 +75,13 @@ def list_executions(
                 f"status must be one of {', '.join(ExecutionStatus.values)}, got {status!r}"
             )
         executions = executions.filter(status=status)
+    return executions
+
+
+def keyset_page(executions: QuerySet[Execution], *, limit: int, cursor: str | None) -> Page:
+    """One page of `executions` (ordered by -id) after `cursor`, and the cursor of the next."""
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_PAGE_SIZE}, got {limit}")
     if cursor:
         executions = executions.filter(id__lt=decode_cursor(cursor))
     items = list(executions[: limit + 1])
