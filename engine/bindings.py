@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine import queries, registry, runtime
+from django.db import connection
+
+from engine import queries, registry, runtime, workers
 from engine.config import BindingConfig
 from engine.database import Database, databases_of
+from engine.errors import StepMisuse
 from engine.records import ExecutionRecord
 
 
@@ -23,6 +26,22 @@ class WorkflowBinding:
         self, input: object = None, *, idempotency_key: str | None = None
     ) -> runtime.TriggerResult:
         return runtime.trigger(self.config.binding, input, idempotency_key=idempotency_key)
+
+    def run(self, input: object = None, *, idempotency_key: str | None = None) -> ExecutionRecord:
+        """Run a new execution in this thread until it ends or waits; a worker goes on with
+        whatever waits. With a key already used, run nothing and return that execution."""
+        if connection.in_atomic_block:
+            raise StepMisuse(
+                f"env.{self.config.binding}.run() was called inside a database transaction: "
+                "its steps must commit on their own; call it outside transaction.atomic()"
+            )
+        workers.current().start(threads=0)  # heartbeats: a crash here is recovered elsewhere
+        result = runtime.trigger(
+            self.config.binding, input, idempotency_key=idempotency_key, run_here=True
+        )
+        if result.created:
+            runtime.run_here(result.execution_id)
+        return self.get_execution(result.execution_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
         execution = queries.get_execution(execution_id, workflow=self.config.name)

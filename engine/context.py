@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from engine import workers
+from engine.claims import Abandon, Claim, EngineUnavailable, Release
 from engine.errors import PloyError, StepFailed, StepMisuse
-from engine.lease import Lease
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
 
@@ -44,16 +46,48 @@ class StepContext:
         execution: Execution,
         steps: list[Step],
         retries: int,
-        lease: Lease,
+        claim: Claim,
         clock: Callable[[], datetime],
     ) -> None:
         self._execution = execution
         self._steps = {step.name: step for step in steps}
         self._retries = retries
-        self._lease = lease
+        self._claim = claim
         self._clock = clock
         self._sleeps = 0
+        self._used: set[str] = set()  # names reached in this run: each may be used once
         self._running: str | None = None  # the step whose fn is being called
+        # Once the run must end (suspend, abandon, hand-over, engine error), every later step
+        # call re-raises it, and the runtime checks it whatever the handler did meanwhile.
+        self.latched: BaseException | None = None
+
+    def reraise_latched(self) -> None:
+        if self.latched is not None:
+            raise self.latched
+
+    def _latch(self, signal: BaseException) -> BaseException:
+        self.latched = signal
+        return signal
+
+    @contextmanager
+    def _write(self) -> Iterator[None]:
+        """A fenced engine transaction; losing the claim or the database latches the run."""
+        try:
+            with self._claim.hold():
+                yield
+        except (Abandon, EngineUnavailable) as signal:
+            raise self._latch(signal) from None
+
+    def _enter(self, name: str, call: str) -> None:
+        """Checks at every step boundary, before anything of the step runs."""
+        self.reraise_latched()
+        self._check_not_nested(call)
+        if name in self._used:
+            raise StepMisuse(
+                f"step name {name!r} is used twice in this execution: names identify steps, "
+                f'so give each call its own name (e.g. f"{name}:{{item}}")'
+            )
+        self._used.add(name)
 
     def run(
         self,
@@ -65,9 +99,9 @@ class StepContext:
     ) -> object:
         """Run `fn` once and persist its result; on a replay return the stored result."""
         _check_step_name(name)
-        self._check_not_nested(f"step.run({name!r})")
         if not callable(fn):
             raise TypeError(f"step.run({name!r}, fn): fn must be a function, got {fn!r}")
+        self._enter(name, f"step.run({name!r})")
         step = self._steps.get(name)
         if step is not None:
             if step.status == StepStatus.COMPLETED:
@@ -75,11 +109,13 @@ class StepContext:
             if step.status == StepStatus.FAILED:
                 raise _step_failed(step)
             if step.wake_at is not None and step.wake_at > self._clock():
-                raise Suspend(step.wake_at)
+                raise self._latch(Suspend(step.wake_at))
             if step.attempt_count - step.failure_count >= MAX_INTERRUPTED_ATTEMPTS:
                 raise self._give_up_interrupted(step)
         retries = self._retries if retries is None else _check_retries(name, retries)
         snapshot = to_json(input, f"the input of step {name!r}")
+        if workers.current().stopping.is_set():
+            raise self._latch(Release())  # no new step bodies once the worker is stopping
         step, attempt = self._begin_attempt(name, step, snapshot, retries)
         self._running = name
         try:
@@ -109,15 +145,15 @@ class StepContext:
         """Durable: the run ends here and the execution is woken at the stored wake time."""
         if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0 or math.isinf(ms):
             raise ValueError(f"step.sleep(ms) needs a number of milliseconds >= 0, got {ms!r}")
-        self._check_not_nested("step.sleep()")
         self._sleeps += 1
         name = f"{SLEEP_PREFIX}{self._sleeps}"
+        self._enter(name, "step.sleep()")
         step = self._steps.get(name)
         now = self._clock()
         if step is None:
             wake_at = now + timedelta(milliseconds=ms)
             asleep = wake_at > now
-            with self._lease.hold(now):
+            with self._write():
                 self._steps[name] = Step.objects.create(
                     execution=self._execution,
                     name=name,
@@ -129,13 +165,13 @@ class StepContext:
                     wake_at=wake_at,
                 )
             if asleep:
-                raise Suspend(wake_at)
+                raise self._latch(Suspend(wake_at))
             return
         if step.status == StepStatus.COMPLETED:
             return
         if step.wake_at > now:
-            raise Suspend(step.wake_at)
-        with self._lease.hold(now):
+            raise self._latch(Suspend(step.wake_at))
+        with self._write():
             step.status = StepStatus.COMPLETED
             step.finished_at = now
             step.save(update_fields=["status", "finished_at"])
@@ -144,7 +180,7 @@ class StepContext:
         self, name: str, step: Step | None, snapshot: object, retries: int
     ) -> tuple[Step, Attempt]:
         now = self._clock()
-        with self._lease.hold(now):
+        with self._write():
             if step is None:
                 step = Step.objects.create(
                     execution=self._execution,
@@ -164,13 +200,17 @@ class StepContext:
                 step.attempt_count += 1
                 step.save(update_fields=["input", "retries", "wake_at", "attempt_count"])
             attempt = Attempt.objects.create(
-                step=step, number=step.attempt_count, status=AttemptStatus.RUNNING, started_at=now
+                step=step,
+                number=step.attempt_count,
+                status=AttemptStatus.RUNNING,
+                started_at=now,
+                worker=self._claim.owner,
             )
         return step, attempt
 
     def _give_up_interrupted(self, step: Step) -> StepFailed:
         now = self._clock()
-        with self._lease.hold(now):
+        with self._write():
             _mark_interrupted(step, now)
             step.status, step.finished_at = StepStatus.FAILED, now
             step.error = {
@@ -184,7 +224,7 @@ class StepContext:
 
     def _record_success(self, step: Step, attempt: Attempt, output: object) -> None:
         now = self._clock()
-        with self._lease.hold(now):
+        with self._write():
             Attempt.objects.filter(pk=attempt.pk).update(
                 status=AttemptStatus.COMPLETED, finished_at=now
             )
@@ -199,7 +239,7 @@ class StepContext:
         details = error_details(error)
         step.failure_count += 1
         retry = not final and step.failure_count <= step.retries
-        with self._lease.hold(now):
+        with self._write():
             Attempt.objects.filter(pk=attempt.pk).update(
                 status=AttemptStatus.FAILED,
                 error_type=details["type"],
@@ -212,7 +252,7 @@ class StepContext:
             else:
                 step.status, step.error, step.finished_at = StepStatus.FAILED, details, now
             step.save(update_fields=["failure_count", "wake_at", "status", "error", "finished_at"])
-        return Suspend(step.wake_at) if retry else _step_failed(step)
+        return self._latch(Suspend(step.wake_at)) if retry else _step_failed(step)
 
 
 def _synchronous(name: str, value: object) -> object:

@@ -72,3 +72,12 @@ class StepFailed(PloyError):
 
 class StepMisuse(PloyError):
     """`step` used in a way that cannot work (nested steps, an async step function)."""
+
+
+class RecordedFailure(PloyError):
+    """A failure decided by an earlier run, given to on_error when that run died before it."""
+
+    def __init__(self, details: dict) -> None:
+        self.details = details
+        self.type = details.get("type", "Error")
+        super().__init__(f"{self.type}: {details.get('message', '')}")

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from uuid6 import uuid7
 
 
@@ -40,13 +41,13 @@ class ExecutionQuerySet(models.QuerySet):
     def finished(self) -> ExecutionQuerySet:
         return self.filter(status__in=FINISHED_STATUSES)
 
-    def unleased(self, now: datetime) -> ExecutionQuerySet:
-        """No worker holds it: never claimed, released, or its worker stopped renewing."""
-        return self.filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+    def unowned(self) -> ExecutionQuerySet:
+        """No worker holds it: never claimed, released, or freed from a dead worker."""
+        return self.filter(owner__isnull=True)
 
-    def due(self, now: datetime) -> ExecutionQuerySet:
-        """Running, wanting a run by `now`, and held by no live worker."""
-        return self.running().filter(wake_at__lte=now).unleased(now)
+    def due(self, now: datetime | Now) -> ExecutionQuerySet:
+        """Running, wanting a run by `now` (the database's clock by default), held by no worker."""
+        return self.running().unowned().filter(wake_at__lte=now)
 
 
 class Execution(models.Model):
@@ -71,9 +72,9 @@ class Execution(models.Model):
     # When the next run is due (now for a new execution, the wake time of a sleep or a retry);
     # null once it has ended. The sweep and the claim both read it.
     wake_at = models.DateTimeField(null=True, blank=True)
-    # The claim: a worker owns the execution while lease_expires_at is in the future.
-    lease_owner = models.CharField(max_length=100, null=True, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The claim: the live worker that runs it now. `run_count` is the claim's epoch: every
+    # claim bumps it, and every write of a run is fenced on (owner, run_count).
+    owner = models.CharField(max_length=200, null=True, blank=True)
     run_count = models.PositiveIntegerField(default=0)
 
     objects = ExecutionQuerySet.as_manager()
@@ -86,6 +87,7 @@ class Execution(models.Model):
             models.Index(fields=["workflow", "status", "-id"], name="execution_workflow_status_id"),
             models.Index(fields=["created_at"], name="execution_created"),
             models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
+            models.Index(fields=["owner"], name="execution_owner"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -147,6 +149,7 @@ class Attempt(models.Model):
     error_traceback = models.TextField(blank=True, default="")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, default="")  # the Worker id that ran it
 
     class Meta:
         ordering = ["step", "number"]
@@ -157,3 +160,29 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.status})"
+
+
+class WorkerStatus(models.TextChoices):
+    ALIVE = "alive"
+    STOPPING = "stopping"
+    DEAD = "dead"
+
+
+class Worker(models.Model):
+    """A worker process: alive while it heartbeats (stamped with the database's clock)."""
+
+    id = models.CharField(primary_key=True, max_length=200)  # "host:pid:random"
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    threads = models.PositiveIntegerField(default=1)
+    status = models.CharField(max_length=16, choices=WorkerStatus.choices)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at", "id"]
+        indexes = [models.Index(fields=["status", "last_seen_at"], name="worker_status_seen")]
+
+    def __str__(self) -> str:
+        return f"worker {self.id} ({self.status})"

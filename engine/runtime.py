@@ -10,13 +10,18 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models.functions import Now
 
-from engine import registry
+from engine import clock, registry, workers
+from engine.claims import Abandon, Claim, EngineUnavailable, Release, claim
 from engine.context import StepContext, Suspend
-from engine.errors import ExecutionAlreadyFinished, ExecutionNotFound, UnknownWorkflow
-from engine.lease import Abandon, Heartbeat, Lease, claim
+from engine.errors import (
+    ExecutionAlreadyFinished,
+    ExecutionNotFound,
+    RecordedFailure,
+    UnknownWorkflow,
+)
 from engine.models import (
     Attempt,
     AttemptStatus,
@@ -31,11 +36,7 @@ from engine.registry import WorkflowDefinition
 
 logger = logging.getLogger(__name__)
 
-# A watchdog message fires this long after a lease's expiry, to take over from a dead worker.
-WATCHDOG_MARGIN = timedelta(milliseconds=250)
 SWEEP_BATCH = 1000
-# The sweep runs every minute (Huey's periodic granularity) and at each worker's start.
-SWEEP_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,15 +51,18 @@ def trigger(
     *,
     idempotency_key: str | None = None,
     rerun_of: Execution | None = None,
+    run_here: bool = False,
 ) -> TriggerResult:
-    """Create a running execution and queue it once the transaction commits."""
+    """Create a running execution and queue it once the transaction commits; or, `run_here`,
+    create it already claimed by this process (run it next with `run_here()`)."""
     binding = registry.current().config.binding(name)
     input = to_json(input, "the workflow input")
     if idempotency_key:
         existing = _by_idempotency_key(binding.name, idempotency_key)
         if existing:
             return TriggerResult(execution_id=str(existing), created=False)
-    now = timezone.now()
+    now = clock.now()
+    claimed = {"owner": workers.current().id, "run_count": 1, "started_at": now} if run_here else {}
     try:
         with transaction.atomic():
             execution = Execution.objects.create(
@@ -69,8 +73,10 @@ def trigger(
                 rerun_of=rerun_of,
                 created_at=now,
                 wake_at=now,
+                **claimed,
             )
-            transaction.on_commit(partial(enqueue, execution.id))
+            if not run_here:
+                transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
         # Another request with the same key won the race: answer with its execution.
         existing = idempotency_key and _by_idempotency_key(binding.name, idempotency_key)
@@ -97,22 +103,19 @@ def rerun_execution(execution_id: object) -> TriggerResult:
 def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Execution:
     """Cancelled at once; a worker running it stops at its next step boundary."""
     execution_uuid = parse_execution_id(execution_id)
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
+        # An execution whose failure is recorded is failing (its on_error hook runs or is due):
+        # it ends as failed, never cancelled after the hook ran.
         cancelled = (
             Execution.objects.running()
-            .filter(id=execution_uuid)
-            .update(
-                status=ExecutionStatus.CANCELLED,
-                finished_at=now,
-                wake_at=None,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            .filter(id=execution_uuid, error__isnull=True)
+            .update(status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None)
         )
         if not cancelled:
             execution = _get(execution_uuid)
-            raise ExecutionAlreadyFinished(execution.id, execution.status)
+            status = ExecutionStatus.FAILED if execution.error is not None else execution.status
+            raise ExecutionAlreadyFinished(execution.id, status)
         Step.objects.filter(
             execution_id=execution_uuid, status__in=[StepStatus.RUNNING, StepStatus.SLEEPING]
         ).update(status=StepStatus.CANCELLED, finished_at=now, wake_at=None)
@@ -134,72 +137,83 @@ def _get(execution_id: object) -> Execution:
         raise ExecutionNotFound(execution_id) from None
 
 
-def run_execution(
-    execution_id: str, *, watched_owner: str | None = None, now: datetime | None = None
-) -> None:
+def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
     """What a queue message does: claim the execution, replay its handler, record the outcome.
 
     Any message may be late, lost or repeated; the claim decides whether this one runs it.
     """
-    clock: Callable[[], datetime] = (lambda: now) if now else timezone.now
     try:
         execution_uuid = parse_execution_id(execution_id)
     except ExecutionNotFound:
         logger.warning("ignoring a queue message for %r: not an execution id", execution_id)
         return
-    lease = claim(execution_uuid, clock())
-    if lease is None:
-        _follow_up(execution_uuid, watched_owner, clock())
+    worker = workers.current()
+    try:
+        execution = claim(execution_uuid, worker.id, now)
+    except EngineUnavailable as error:
+        logger.warning(
+            "execution %s: cannot claim it now (%s); the sweep will", execution_id, error
+        )
         return
-    # If this worker dies, the watchdog message finds the expired lease and takes over.
-    enqueue(
-        execution_uuid,
-        at=lease.expiry(clock()) + WATCHDOG_MARGIN,
-        watched_owner=lease.owner,
-    )
-    execution = Execution.objects.get(id=execution_uuid)
-    with Heartbeat(lease):
-        _run_claimed(execution, lease, clock)
+    if execution is None:
+        _follow_up(execution_uuid)
+        return
+    _run_held(execution, worker, now)
 
 
-def _follow_up(execution_id: uuid.UUID, watched_owner: str | None, now: datetime) -> None:
-    """Not claimable now: keep watching a live lease, or wait for a wake time not yet reached."""
+def run_here(execution_id: str) -> None:
+    """Run an execution that `trigger(..., run_here=True)` created owned by this process."""
+    worker = workers.current()
+    execution = Execution.objects.filter(id=execution_id, owner=worker.id).first()
+    if execution is not None:
+        _run_held(execution, worker, None)
+
+
+def _run_held(execution: Execution, worker: workers.WorkerProcess, now: datetime | None) -> None:
+    held = Claim.of(execution)
+    worker.hold(held)
+    try:
+        _run_claimed(execution, held, (lambda: now) if now else clock.now)
+    except (EngineUnavailable, DatabaseError) as error:
+        logger.warning("execution %s: engine write failed (%s); it runs again", execution.id, error)
+        worker.release_later(held)
+    except Release:
+        workers.release_claim(held)
+        logger.info("execution %s: handed over, this worker is stopping", execution.id)
+    finally:
+        worker.forget(held)
+
+
+def _follow_up(execution_id: uuid.UUID) -> None:
+    """Not claimable now: a message that came early waits for the wake time again."""
     row = (
         Execution.objects.running()
-        .filter(id=execution_id)
-        .values("wake_at", "lease_owner", "lease_expires_at")
+        .unowned()
+        .filter(id=execution_id, wake_at__gt=Now())
+        .values_list("wake_at", flat=True)
         .first()
     )
-    if row is None:
-        return
-    if row["lease_expires_at"] and row["lease_expires_at"] > now:
-        if watched_owner and row["lease_owner"] == watched_owner:
-            enqueue(
-                execution_id,
-                at=row["lease_expires_at"] + WATCHDOG_MARGIN,
-                watched_owner=watched_owner,
-            )
-    elif row["wake_at"] and row["wake_at"] > now and watched_owner is None:
-        enqueue(execution_id, at=row["wake_at"])
+    if row is not None:
+        enqueue(execution_id, at=row)
 
 
-def _run_claimed(execution: Execution, lease: Lease, clock: Callable[[], datetime]) -> None:
-    if execution.error is not None:
-        # An earlier run decided the failure (and ran on_error) but died before recording it.
-        _finish(execution, lease, clock(), ExecutionStatus.FAILED, error=execution.error)
-        return
+def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime]) -> None:
     current = registry.current()
     try:
         definition = current.definition(execution.workflow)
     except UnknownWorkflow as error:
-        _fail(execution, lease, clock, error, None)
+        _fail(execution, held, now, error, None)
+        return
+    if execution.error is not None:
+        # The failure was decided, but the worker died before on_error ran: run it now.
+        _fail(execution, held, now, RecordedFailure(execution.error), definition)
         return
     context = StepContext(
         execution=execution,
         steps=list(Step.objects.filter(execution=execution).order_by("position")),
         retries=_retries_of(current, execution),
-        lease=lease,
-        clock=clock,
+        claim=held,
+        clock=now,
     )
     arguments = {
         "input": execution.input,
@@ -208,16 +222,27 @@ def _run_claimed(execution: Execution, lease: Lease, clock: Callable[[], datetim
         "execution_id": str(execution.id),
     }
     try:
-        result = definition.handler(**{name: arguments[name] for name in definition.arguments})
-        output = to_json(result, "the workflow's return value")
+        output = _outcome(definition, context, arguments)
     except Suspend as suspension:
-        _suspend(execution, lease, clock(), suspension.wake_at)
+        _suspend(execution, held, suspension.wake_at)
     except Abandon:
-        logger.info("execution %s: stopped, it was cancelled or taken over", execution.id)
+        logger.info("execution %s: stopped, it was cancelled or handed over", execution.id)
     except Exception as error:
-        _fail(execution, lease, clock, error, definition)
+        _fail(execution, held, now, error, definition)
     else:
-        _finish(execution, lease, clock(), ExecutionStatus.COMPLETED, output=output)
+        _finish(execution, held, now(), ExecutionStatus.COMPLETED, output=output)
+
+
+def _outcome(definition: WorkflowDefinition, context: StepContext, arguments: dict) -> object:
+    """The handler's JSON result; an engine signal it swallowed (a bare `except:` around a
+    sleep, a `finally` that called another step) wins over whatever it did afterwards."""
+    try:
+        result = definition.handler(**{name: arguments[name] for name in definition.arguments})
+    except Exception:
+        context.reraise_latched()
+        raise
+    context.reraise_latched()
+    return to_json(result, "the workflow's return value")
 
 
 def _retries_of(current: registry.Registry, execution: Execution) -> int:
@@ -233,22 +258,23 @@ def _env() -> object:
     return current_env()
 
 
-def _suspend(execution: Execution, lease: Lease, now: datetime, wake_at: datetime) -> None:
-    if lease.owned.update(wake_at=wake_at, lease_owner=None, lease_expires_at=None):
+def _suspend(execution: Execution, held: Claim, wake_at: datetime) -> None:
+    if held.write(wake_at=wake_at, owner=None):
         enqueue(execution.id, at=wake_at)
 
 
 def _fail(
     execution: Execution,
-    lease: Lease,
-    clock: Callable[[], datetime],
+    held: Claim,
+    now: Callable[[], datetime],
     error: Exception,
     definition: WorkflowDefinition | None,
 ) -> None:
-    """Record the failure first, so on_error runs at most once even if this worker dies."""
-    details = error_details(error)
-    if not lease.owned.update(error=details, lease_expires_at=lease.expiry(clock())):
-        return  # cancelled or taken over meanwhile
+    """Record the failure, run on_error, then mark it failed: a worker that dies in between
+    leaves the failure recorded and the hook pending, and the next run runs the hook."""
+    details = error.details if isinstance(error, RecordedFailure) else error_details(error)
+    if not held.write(error=details):
+        return  # cancelled or handed over meanwhile
     if definition is not None and definition.on_error is not None:
         offered = {"env": _env(), "input": execution.input, "execution_id": str(execution.id)}
         arguments = {name: offered[name] for name in definition.on_error_arguments}
@@ -257,58 +283,57 @@ def _fail(
         except Exception as hook_error:  # the user's hook: recorded and ignored
             logger.warning("execution %s: on_error raised %r", execution.id, hook_error)
             details = {**details, "onError": error_details(hook_error)}
-    _finish(execution, lease, clock(), ExecutionStatus.FAILED, error=details)
+    _finish(execution, held, now(), ExecutionStatus.FAILED, error=details)
 
 
 def _finish(
     execution: Execution,
-    lease: Lease,
+    held: Claim,
     now: datetime,
     status: ExecutionStatus,
     *,
     output: object = None,
     error: dict | None = None,
 ) -> None:
-    # Conditional on the lease: a worker that lost it can never overwrite a cancel.
-    finished = lease.owned.update(
+    # Fenced on the claim: a worker that lost it can never overwrite a cancel.
+    finished = held.write(
         status=status,
         output=output,
         error=error,
         finished_at=now,
         wake_at=None,
-        lease_owner=None,
-        lease_expires_at=None,
+        owner=None,
     )
     if finished:
         logger.info("execution %s: %s", execution.id, status)
 
 
-def enqueue(
-    execution_id: uuid.UUID, *, at: datetime | None = None, watched_owner: str | None = None
-) -> None:
-    """Tell the workers to look at the execution (at `at`). A lost message only delays it."""
+def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: int = 0) -> None:
+    """Tell the workers to look at the execution (at `at`, a database time). A lost message
+    only delays it: the leader's sweep finds what no message covers."""
     from engine.tasks import run_execution_task
 
-    args = (str(execution_id), watched_owner)
     try:
-        if at is not None and at > timezone.now():
-            run_execution_task.schedule(args=args, eta=at)
+        if at is not None and at > clock.now():
+            run_execution_task.schedule(args=(str(execution_id),), eta=clock.to_host(at))
         else:
-            run_execution_task(*args)
+            run_execution_task(str(execution_id), priority=priority or None)
     except Exception:  # any queue backend's error; the database still holds the execution
         logger.exception("execution %s: could not queue it; the sweep will", execution_id)
 
 
 def sweep(*, now: datetime | None = None) -> int:
-    """Re-queue running executions that no live worker holds: those overdue at once, and
-    those due before the next sweep at their wake time, in case their message was lost."""
-    now = now or timezone.now()
+    """Re-queue running executions that no worker holds: those overdue at once, and those due
+    before the next sweep at their wake time, in case their message was lost."""
+    now = now or clock.now()
     overdue_since = now - timedelta(seconds=settings.PLOY_SWEEP_GRACE_SECONDS)
-    unleased = Execution.objects.running().unleased(now).order_by("wake_at")
+    unowned = Execution.objects.running().unowned().order_by("wake_at")
     overdue = list(
-        unleased.filter(wake_at__lte=overdue_since).values_list("id", flat=True)[:SWEEP_BATCH]
+        unowned.filter(wake_at__lte=overdue_since).values_list("id", flat=True)[:SWEEP_BATCH]
     )
-    soon = unleased.filter(wake_at__gt=now, wake_at__lte=now + SWEEP_INTERVAL)
+    soon = unowned.filter(
+        wake_at__gt=now, wake_at__lte=now + timedelta(seconds=settings.PLOY_SWEEP_SECONDS)
+    )
     for execution_id in overdue:
         enqueue(execution_id)
     for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:

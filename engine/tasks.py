@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from huey import crontab
-from huey.contrib.djhuey import db_periodic_task, db_task
+from huey.contrib.djhuey import db_task
 
 from engine import runtime
 
 
 @db_task(name="ploy.run_execution")
-def run_execution_task(execution_id: str, watched_owner: str | None = None) -> None:
-    runtime.run_execution(execution_id, watched_owner=watched_owner)
-
-
-@db_periodic_task(crontab(minute="*"), name="ploy.sweep")
-def sweep_task() -> None:
-    runtime.sweep()
+def run_execution_task(execution_id: str, *_older_arguments: object) -> None:
+    # Messages queued by earlier versions carry a second argument; it means nothing now.
+    runtime.run_execution(execution_id)

@@ -15,7 +15,13 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 PLOY_DATA_DIR = Path(os.environ.get("PLOY_DATA_DIR") or BASE_DIR / ".ploy").resolve()
 PLOY_DATA_DIR.mkdir(parents=True, exist_ok=True)
 PLOY_CONFIG = Path(os.environ.get("PLOY_CONFIG") or BASE_DIR / "ploy.yaml").resolve()
-PLOY_LEASE_SECONDS = float(os.environ.get("PLOY_LEASE_SECONDS") or 30)
+# A worker silent this long is dead: its executions resume on a live worker.
+PLOY_WORKER_TIMEOUT_SECONDS = float(os.environ.get("PLOY_WORKER_TIMEOUT_SECONDS") or 5)
+# On SIGTERM or Ctrl-C, running step bodies get this long to finish before the worker exits.
+PLOY_SHUTDOWN_SECONDS = float(os.environ.get("PLOY_SHUTDOWN_SECONDS") or 25)
+# The leader re-queues executions whose queue message was lost this often, once overdue by
+# the grace period.
+PLOY_SWEEP_SECONDS = float(os.environ.get("PLOY_SWEEP_SECONDS") or 60)
 PLOY_SWEEP_GRACE_SECONDS = float(os.environ.get("PLOY_SWEEP_GRACE_SECONDS") or 10)
 PLOY_MAX_PAYLOAD_BYTES = int(os.environ.get("PLOY_MAX_PAYLOAD_BYTES") or 1024 * 1024)
 PLOY_API_TOKEN = os.environ.get("PLOY_API_TOKEN") or None
@@ -34,7 +40,15 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("DJANGO_DEBUG", "").lower() in {"1", "true", "yes"}
-ALLOWED_HOSTS = (os.environ.get("DJANGO_ALLOWED_HOSTS") or "localhost,127.0.0.1,[::1]").split(",")
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in (os.environ.get("DJANGO_ALLOWED_HOSTS") or ",".join(LOCAL_HOSTS)).split(",")
+    if host.strip()
+]
+# A host beyond the local ones means a real deployment: the dashboard then needs a staff login
+# (dashboard.access). Decided here, from the environment, before the test runner adds its own.
+DASHBOARD_REQUIRES_LOGIN = any(host.lower() not in LOCAL_HOSTS for host in ALLOWED_HOSTS)
 CSRF_TRUSTED_ORIGINS = [
     origin for origin in (os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS") or "").split(",") if origin
 ]
@@ -65,6 +79,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "dashboard.access.DashboardAccessMiddleware",
 ]
 
 ROOT_URLCONF = "ployweb.urls"
@@ -80,6 +95,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "dashboard.access.access_context",
             ],
         },
     },
@@ -98,7 +114,9 @@ SQLITE_OPTIONS = {
 def _database(url: str | None) -> dict:
     if not url:
         url = f"sqlite:///{PLOY_DATA_DIR / 'ploy.sqlite3'}"
-    config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+    # Connections are kept per thread (a worker thread runs many executions) and checked
+    # before reuse, so a dropped one is replaced instead of failing a run.
+    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
     return config
@@ -109,12 +127,23 @@ DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
 
 def _huey(url: str | None) -> dict:
     """Huey's storage: a SQLite file by default, Redis for scale-out."""
-    common = {"name": "ployweb", "immediate": False, "utc": True}
+    # Results are never read: a message only says "look at execution X".
+    common = {"name": "ployweb", "immediate": False, "utc": True, "results": False}
     # An idle consumer polls a SQLite queue with back-off; capped at 0.5 s (Huey's default is
     # 10 s), a new execution never waits long for an idle worker. Redis blocks instead of polling.
-    consumer = {"workers": 4, "worker_type": "thread", "scheduler_interval": 1, "max_delay": 0.5}
+    # SIGTERM is graceful, like Ctrl-C (Huey's default makes it an immediate stop).
+    consumer = {
+        "workers": 4,
+        "worker_type": "thread",
+        "scheduler_interval": 1,
+        "max_delay": 0.5,
+        "periodic": False,
+        "graceful_signal": "TERM",
+        "shutdown_timeout": PLOY_SHUTDOWN_SECONDS,
+    }
     if url and urlparse(url).scheme in {"redis", "rediss", "unix"}:
-        return {**common, "huey_class": "huey.RedisHuey", "url": url, "consumer": consumer}
+        # The priority queue lets released executions of dead workers jump a backlog.
+        return {**common, "huey_class": "huey.PriorityRedisHuey", "url": url, "consumer": consumer}
     filename = urlparse(url).path if url else str(PLOY_DATA_DIR / "queue.sqlite3")
     return {**common, "huey_class": "huey.SqliteHuey", "filename": filename, "consumer": consumer}
 

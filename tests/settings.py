@@ -9,7 +9,7 @@ TESTS = Path(__file__).resolve().parent
 # Written to the environment (not only to settings) so that worker subprocesses inherit them.
 os.environ.setdefault("PLOY_DATA_DIR", tempfile.mkdtemp(prefix="ploy-test-"))
 os.environ.setdefault("PLOY_CONFIG", str(TESTS / "workflows" / "ploy.yaml"))
-os.environ.setdefault("PLOY_LEASE_SECONDS", "3")
+os.environ.setdefault("PLOY_WORKER_TIMEOUT_SECONDS", "2")
 os.environ.setdefault("PLOY_SWEEP_GRACE_SECONDS", "1")
 
 from ployweb.settings import *  # noqa: E402,F403

@@ -20,7 +20,7 @@ from engine.errors import (
     PayloadTooLarge,
     UnknownWorkflow,
 )
-from engine.lease import claim
+from engine.claims import claim
 from engine.models import Execution, Step
 from tests.workflows.app import calls
 
@@ -57,7 +57,7 @@ def test_example_completes_with_the_guides_output():
         "store",
     ]
     assert execution.started_at <= execution.finished_at
-    assert execution.lease_owner is None and execution.wake_at is None
+    assert execution.owner is None and execution.wake_at is None
 
 
 def test_completed_steps_are_not_run_again_on_replay():
@@ -89,7 +89,7 @@ def test_failed_step_is_retried_with_the_yaml_retries_and_backoff():
     assert timedelta(seconds=0.9) < step.wake_at - before < timedelta(seconds=2)
     assert execution.wake_at == step.wake_at
     # the next run is queued for the wake time, holding no worker thread meanwhile
-    etas = [task.eta for task in HUEY.pending() if task.args == (execution_id, None) and task.eta]
+    etas = [task.eta for task in HUEY.pending() if task.args == (execution_id,) and task.eta]
     assert len(etas) == 1
     assert abs(etas[0] - step.wake_at.replace(tzinfo=None)) < timedelta(milliseconds=50)
 
@@ -157,14 +157,28 @@ def test_a_raising_on_error_is_recorded_and_ignored():
     assert execution.error["onError"]["message"] == "the hook broke too"
 
 
-def test_a_failure_decided_before_a_crash_is_finished_without_on_error_again():
+def test_a_failure_decided_before_a_crash_runs_on_error_once_on_recovery():
     execution_id = start("FAILING")
+    # the failure was recorded, then the worker died before on_error ran
     Execution.objects.filter(id=execution_id).update(
         error={"type": "StepFailed", "message": "decided", "traceback": ""}
     )
     execution = run(execution_id)
     assert execution.status == "failed" and execution.error["message"] == "decided"
-    assert calls(execution_id) == []
+    assert calls(execution_id) == ["on_error:RecordedFailure"]  # no step ran again
+    run(execution_id, after=60)
+    assert calls(execution_id) == ["on_error:RecordedFailure"]
+
+
+def test_a_failing_execution_cannot_be_cancelled_once_its_hook_is_due():
+    execution_id = start("FAILING")
+    Execution.objects.filter(id=execution_id).update(
+        error={"type": "StepFailed", "message": "decided", "traceback": ""}
+    )
+    with pytest.raises(ExecutionAlreadyFinished, match="failed"):
+        runtime.cancel_execution(execution_id)
+    assert run(execution_id).status == "failed"
+    assert calls(execution_id) == ["on_error:RecordedFailure"]
 
 
 def test_sleep_is_durable_and_named_in_order():
@@ -291,40 +305,29 @@ def test_rerun_starts_a_new_execution_with_the_same_input():
 def test_two_claims_never_hold_the_same_execution():
     execution_id = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
     now = timezone.now()
-    first = claim(execution_id, now)
-    assert first is not None
-    assert claim(execution_id, now) is None
-    # after the lease expires, another worker may take over; the first can no longer write
-    second = claim(execution_id, now + timedelta(seconds=10))
-    assert second is not None and second.owner != first.owner
-    assert not first.renew(now)
+    first = claim(execution_id, "worker-a", now)
+    assert first is not None and first.owner == "worker-a" and first.run_count == 1
+    # held by a worker: nobody else may claim it, however late, until it is released
+    assert claim(execution_id, "worker-b", now + timedelta(hours=1)) is None
 
 
-def test_each_claim_queues_a_watchdog_for_its_lease():
+def test_a_claim_queues_no_watchdog_message():
     execution_id = start("SLEEPER", {"ms": 60_000})
     HUEY.flush()
     run(execution_id)
-    messages = HUEY.pending()
-    # the sleep's wake-up, and the watchdog of the claim, due just after its lease expires
-    assert [task.args[1] for task in messages].count(None) == 1
-    watchdog = next(task for task in messages if task.args[1])
-    assert watchdog.args[0] == execution_id
-    assert (
-        timedelta(seconds=3)
-        < watchdog.eta - timezone.now().replace(tzinfo=None)
-        < timedelta(seconds=5)
-    )
+    # only the sleep's wake-up: dead workers are found by their heartbeats, not per claim
+    assert [task.args for task in HUEY.pending()] == [(execution_id,)]
 
 
-def test_sweep_requeues_unleased_executions_that_are_or_soon_will_be_due():
+def test_sweep_requeues_unowned_executions_that_are_or_soon_will_be_due():
     overdue = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
-    leased = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
+    owned = Execution.objects.get(id=start("SLEEPER", {"ms": 1})).id
     sleeping = start("SLEEPER", {"ms": 600_000})
     run(sleeping)
     waking = start("SLEEPER", {"ms": 30_000})
     run(waking)
     later = timezone.now() + timedelta(seconds=5)
-    claim(leased, later)
+    claim(owned, "worker-a", later)
     HUEY.flush()
     assert runtime.sweep(now=later) == 1
     # the overdue one at once; the one waking before the next sweep at its wake time
@@ -336,15 +339,15 @@ def test_sweep_requeues_unleased_executions_that_are_or_soon_will_be_due():
 
 
 def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
+    from engine.claims import Claim
     from engine.context import StepContext
-    from engine.lease import Lease
 
     execution = Execution.objects.get(id=start("SLEEPER", {"ms": 1}))
     context = StepContext(
         execution=execution,
         steps=[],
         retries=3,
-        lease=Lease(execution_id=execution.id, owner="x", seconds=3),
+        claim=Claim(execution_id=execution.id, owner="x", epoch=1),
         clock=timezone.now,
     )
     with pytest.raises(ValueError, match="reserved for step.sleep"):

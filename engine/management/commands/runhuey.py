@@ -1,7 +1,64 @@
-"""`manage.py runhuey`: the worker, an alias of Huey's `run_huey` with the same options."""
+"""`manage.py runhuey`: the worker, Huey's `run_huey` with the same options, registered as a
+`Worker` that heartbeats, and stopped gracefully by SIGTERM as by Ctrl-C."""
 
+from __future__ import annotations
+
+import logging
+import signal
+
+from django.conf import settings
+from django.utils.module_loading import autodiscover_modules
+from huey.consumer import Consumer
+from huey.consumer_options import ConsumerConfig
 from huey.contrib.djhuey.management.commands.run_huey import Command as RunHueyCommand
+
+from engine import workers
+
+logger = logging.getLogger(__name__)
+
+
+class PloyConsumer(Consumer):
+    """Huey's consumer, telling the engine when it stops so runs hand over at their next step;
+    the first SIGTERM or SIGINT stops gracefully, a second one at once."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self._signal_actions[signal.SIGINT] = (False, True)
+        self._signal_actions[signal.SIGTERM] = (False, True)
+
+    def _handle_signal(self, signum: int, frame: object) -> None:
+        super()._handle_signal(signum, frame)
+        for other in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(other, signal.default_int_handler)
+
+    def stop(self, graceful: bool = False) -> None:
+        try:
+            workers.current().begin_stopping()
+        except Exception:  # the database may be what failed; stopping must go on
+            logger.exception("could not mark the worker as stopping")
+        super().stop(graceful=graceful)
 
 
 class Command(RunHueyCommand):
     help = "Run a ployweb worker (Huey's run_huey): executes workflow executions from the queue."
+
+    def handle(self, *args: object, **options: object) -> None:
+        from huey.contrib.djhuey import HUEY
+
+        consumer_options = dict(settings.HUEY.get("consumer", {}))
+        consumer_options.update({key: value for key, value in options.items() if value is not None})
+        if not options.get("disable_autoload"):
+            autodiscover_modules("tasks")
+        config = ConsumerConfig(**consumer_options)
+        config.validate()
+        huey_logger = logging.getLogger("huey")
+        if not huey_logger.handlers:
+            config.setup_logger(huey_logger)
+        consumer = PloyConsumer(HUEY, **config.values)
+        worker = workers.current()
+        worker.start(threads=config.workers)
+        try:
+            consumer.run()
+        finally:
+            worker.stop()
+            logger.info("worker %s stopped", worker.id)

@@ -1,0 +1,315 @@
+"""Worker processes: registration, heartbeats, and the leader that frees dead workers' executions.
+
+Each worker process is a `Worker` row whose `last_seen_at` it stamps with the database's clock
+about every second: one write per process, however many executions it runs. The oldest live
+worker leads: it declares workers silent for PLOY_WORKER_TIMEOUT_SECONDS dead, frees what they
+held and queues it ahead of new work, and it alone runs the sweep for lost queue messages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models.functions import Now
+from django.utils import timezone
+
+from engine import clock
+from engine.claims import Claim, EngineUnavailable
+from engine.models import Execution, Worker, WorkerStatus
+
+logger = logging.getLogger(__name__)
+
+# Released executions jump the queue: recovery must not wait behind a backlog of new work.
+RELEASED_PRIORITY = 100
+LIVE_STATUSES = (WorkerStatus.ALIVE, WorkerStatus.STOPPING)
+DEAD_ROWS_KEPT = timedelta(hours=1)
+
+
+def timeout() -> timedelta:
+    return timedelta(seconds=settings.PLOY_WORKER_TIMEOUT_SECONDS)
+
+
+def heartbeat_seconds() -> float:
+    return min(1.0, settings.PLOY_WORKER_TIMEOUT_SECONDS / 5)
+
+
+class WorkerProcess:
+    """This process as a worker: its id, the claims it holds, and whether it is stopping."""
+
+    def __init__(self) -> None:
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = self._new_id()
+        self.threads = 0
+        self.stopping = threading.Event()
+        self._held: dict[uuid.UUID, Claim] = {}
+        self._to_release: dict[uuid.UUID, Claim] = {}
+        self._lock = threading.Lock()
+        self._heartbeat: Heartbeat | None = None
+        self._last_beat = time.monotonic()
+
+    def _new_id(self) -> str:
+        return f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def start(self, *, threads: int) -> None:
+        """Register and heartbeat from now on (a `runhuey` process, or a `.run()` caller)."""
+        if self._heartbeat is not None:
+            return
+        self.threads = threads
+        register(self)
+        self._last_beat = time.monotonic()
+        self._heartbeat = Heartbeat(self)
+        self._heartbeat.start()
+        atexit.register(self.stop)
+
+    @property
+    def is_started(self) -> bool:
+        return self._heartbeat is not None
+
+    def begin_stopping(self) -> None:
+        """No new step bodies from now on: each run hands its execution over at its next step."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            Worker.objects.filter(id=self.id, status=WorkerStatus.ALIVE).update(
+                status=WorkerStatus.STOPPING
+            )
+
+    def stop(self) -> None:
+        """Release what is still held (a step body past the shutdown timeout) and sign off."""
+        if self._heartbeat is None:
+            return
+        self.stopping.set()
+        self._heartbeat.stop()
+        self._heartbeat = None
+        with self._lock:
+            claims = [*self._held.values(), *self._to_release.values()]
+            self._held.clear()
+            self._to_release.clear()
+        for claim in claims:
+            release_claim(claim)
+        Worker.objects.filter(id=self.id).update(
+            status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
+        )
+
+    # -- claims ------------------------------------------------------------------------------
+
+    def hold(self, claim: Claim) -> None:
+        with self._lock:
+            self._held[claim.execution_id] = claim
+
+    def forget(self, claim: Claim) -> None:
+        with self._lock:
+            self._held.pop(claim.execution_id, None)
+
+    def release_later(self, claim: Claim) -> None:
+        """The database failed under a run: hand the execution over as soon as it answers."""
+        with self._lock:
+            self._held.pop(claim.execution_id, None)
+            self._to_release[claim.execution_id] = claim
+        self.retry_releases()
+
+    def retry_releases(self) -> None:
+        with self._lock:
+            pending = list(self._to_release.values())
+        for claim in pending:
+            try:
+                release_claim(claim)
+            except DatabaseError as error:
+                logger.warning("execution %s: cannot release it yet: %s", claim.execution_id, error)
+                continue
+            with self._lock:
+                self._to_release.pop(claim.execution_id, None)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return [str(execution_id) for execution_id in self._held]
+
+    def check_can_commit(self) -> None:
+        """A worker that could not heartbeat for the timeout may have been declared dead."""
+        silent = time.monotonic() - self._last_beat
+        if self._heartbeat is not None and silent > settings.PLOY_WORKER_TIMEOUT_SECONDS:
+            raise EngineUnavailable(f"no heartbeat for {silent:.1f} s: not committing")
+
+    def beat_succeeded(self) -> None:
+        self._last_beat = time.monotonic()
+
+    def reregister(self) -> None:
+        """Declared dead while alive (frozen, cut off): carry on as a new worker."""
+        old, self.id = self.id, self._new_id()
+        logger.error("worker %s was declared dead; its runs are fenced; now %s", old, self.id)
+        register(self)
+
+
+_current: WorkerProcess | None = None
+_current_lock = threading.Lock()
+
+
+def current() -> WorkerProcess:
+    """This process's worker (a forked child gets its own)."""
+    global _current
+    with _current_lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = WorkerProcess()
+        return _current
+
+
+def register(worker: WorkerProcess) -> None:
+    """Insert the worker's row; a live row with this host and pid is a predecessor that died."""
+    Worker.objects.create(
+        id=worker.id,
+        host=worker.host,
+        pid=worker.pid,
+        threads=worker.threads,
+        status=WorkerStatus.ALIVE,
+        started_at=clock.now(),
+        last_seen_at=Now(),
+    )
+    predecessors = Worker.objects.filter(
+        host=worker.host, pid=worker.pid, status__in=LIVE_STATUSES
+    ).exclude(id=worker.id)
+    declare_dead(list(predecessors.values_list("id", flat=True)))
+    logger.info("worker %s started with %d thread(s)", worker.id, worker.threads)
+
+
+def beat(worker: WorkerProcess) -> bool:
+    """Stamp the heartbeat with the database's clock; False once declared dead."""
+    if connection.vendor != "postgresql":
+        return bool(
+            Worker.objects.filter(id=worker.id, status__in=LIVE_STATUSES).update(last_seen_at=Now())
+        )
+    sent = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE engine_worker SET last_seen_at = statement_timestamp() "
+            "WHERE id = %s AND status IN ('alive', 'stopping') RETURNING last_seen_at",
+            [worker.id],
+        )
+        row = cursor.fetchone()
+    if row:
+        clock.observe(row[0], sent, timezone.now())
+    return row is not None
+
+
+def is_leader(worker: WorkerProcess) -> bool:
+    """The oldest live worker leads; two leaders for a moment are harmless (all idempotent)."""
+    oldest = (
+        Worker.objects.filter(status=WorkerStatus.ALIVE, threads__gt=0)
+        .filter(last_seen_at__gte=clock.now() - timeout())
+        .values_list("id", flat=True)
+        .first()
+    )
+    return oldest == worker.id
+
+
+def reap() -> int:
+    """Declare silent workers dead and free every execution held by a worker that is not live."""
+    silent = Worker.objects.filter(
+        status__in=LIVE_STATUSES, last_seen_at__lt=clock.now() - timeout()
+    )
+    declare_dead(list(silent.values_list("id", flat=True)))
+    live = Worker.objects.filter(status__in=LIVE_STATUSES).values("id")
+    orphans = Execution.objects.running().filter(owner__isnull=False).exclude(owner__in=live)
+    return release_owned_by(list(orphans.values_list("owner", flat=True).distinct()))
+
+
+def declare_dead(worker_ids: list[str]) -> None:
+    if not worker_ids:
+        return
+    Worker.objects.filter(id__in=worker_ids, status__in=LIVE_STATUSES).update(
+        status=WorkerStatus.DEAD, stopped_at=Now()
+    )
+    logger.warning("worker(s) %s stopped heartbeating: declared dead", ", ".join(worker_ids))
+    release_owned_by(worker_ids)
+
+
+def release_owned_by(owners: list[str]) -> int:
+    """Free the running executions of these owners and queue them ahead of new work."""
+    if not owners:
+        return 0
+    from engine.runtime import enqueue
+
+    held = Execution.objects.running().filter(owner__in=owners)
+    ids = list(held.values_list("id", flat=True))
+    held.filter(id__in=ids).update(owner=None)
+    for execution_id in ids:
+        enqueue(execution_id, priority=RELEASED_PRIORITY)
+    if ids:
+        logger.warning("released %d execution(s) of worker(s) %s", len(ids), ", ".join(owners))
+    return len(ids)
+
+
+def release_claim(claim: Claim) -> None:
+    """Hand one execution over: unowned, due as it was, queued ahead of new work."""
+    from engine.runtime import enqueue
+
+    if claim.owned.update(owner=None):
+        enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
+
+
+def prune_dead() -> None:
+    Worker.objects.filter(
+        status=WorkerStatus.DEAD, last_seen_at__lt=clock.now() - DEAD_ROWS_KEPT
+    ).delete()
+
+
+class Heartbeat:
+    """The thread that keeps a worker alive, and leads when it is the oldest."""
+
+    def __init__(self, worker: WorkerProcess) -> None:
+        self._worker = worker
+        self._stopped = threading.Event()
+        self._next_sweep = 0.0
+        self._thread = threading.Thread(target=self._run, name="ploy-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        failures = 0
+        try:
+            while not self._stopped.wait(heartbeat_seconds()):
+                try:
+                    self.tick()
+                    failures = 0
+                except Exception as error:  # the database's errors; retried on the next tick
+                    failures += 1
+                    if failures in (1, 10) or failures % 60 == 0:
+                        logger.warning("heartbeat failed (%d in a row): %s", failures, error)
+                    connection.close()
+        finally:
+            connection.close()
+
+    def tick(self) -> None:
+        worker = self._worker
+        if beat(worker):
+            worker.beat_succeeded()
+        else:
+            worker.reregister()
+            worker.beat_succeeded()
+        worker.retry_releases()
+        if worker.threads and is_leader(worker):
+            self.lead()
+
+    def lead(self) -> None:
+        from engine.runtime import sweep
+
+        reap()
+        if time.monotonic() >= self._next_sweep:
+            self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
+            sweep()
+            prune_dead()
