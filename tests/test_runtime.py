@@ -411,3 +411,52 @@ def test_a_step_that_keeps_killing_its_worker_fails_instead_of_looping():
     assert "WorkerLost: the worker running this step stopped 5 times" in execution.error["message"]
     assert calls(execution_id) == []  # not tried a sixth time
     assert attempts(execution_id, "flaky") == [(5, "failed", "WorkerLost")]
+
+
+def test_a_step_name_used_twice_fails_at_once_naming_it():
+    execution = run(start("REUSED_NAME"))
+    assert execution.status == "failed"
+    assert execution.error["type"] == "StepMisuse"
+    assert "'send_email' is used twice" in execution.error["message"]
+    assert calls(execution.id) == ["send:alice"]  # one email, never 'alice' three times
+
+
+def test_a_finally_around_a_sleep_runs_once_at_the_real_end():
+    execution_id = start("FINALLY_SLEEP", {"ms": 1000})
+    assert run(execution_id).status == "running"
+    assert calls(execution_id) == ["acquire"]  # not `release` at the first sleep
+    assert "release" not in steps(execution_id)
+    assert run(execution_id, after=2).status == "completed"
+    assert calls(execution_id) == ["acquire", "work", "release"]
+
+
+def test_a_bare_except_cannot_shorten_a_durable_sleep():
+    execution_id = start("BARE_EXCEPT_SLEEP", {"ms": 60_000})
+    execution = run(execution_id)
+    assert execution.status == "running"
+    assert steps(execution_id)["sleep:1"].status == "sleeping"
+    assert "after" not in steps(execution_id) and calls(execution_id) == ["swallowed"]
+    assert execution.wake_at == steps(execution_id)["sleep:1"].wake_at
+    assert run(execution_id, after=61).status == "completed"
+    assert calls(execution_id) == ["swallowed", "after"]
+
+
+def test_an_engine_write_error_ends_the_run_without_failing_it():
+    from engine import workers
+
+    execution_id = start("ENGINE_WRITE_FAILS")
+    try:
+        execution = run(execution_id)
+    finally:
+        connection.cursor().execute("PRAGMA query_only = OFF")
+    # the handler's `except Exception` never saw it; nothing was marked failed
+    assert execution.status == "running" and execution.error is None
+    assert calls(execution_id) == ["break"]
+    assert steps(execution_id)["breaks"].status == "running"
+    # the database answers again: the execution is released, runs again and completes
+    workers.current().retry_releases()
+    assert Execution.objects.get(id=execution_id).owner is None
+    execution = run(execution_id)
+    assert execution.status == "completed" and execution.output == "done"
+    assert calls(execution_id) == ["break", "break"]
+    assert attempts(execution_id, "breaks") == [(1, "failed", "WorkerLost"), (2, "completed", "")]

@@ -176,3 +176,60 @@ def async_step(*, step):
 
 workflows["nested"] = nested
 workflows["async_step"] = async_step
+
+
+def reused_name(*, step, execution_id):
+    """A loop that reuses one step name: must fail at the second call, sending one email."""
+    sent = []
+    for person in ("alice", "bob", "carol"):
+        sent.append(
+            step.run("send_email", counted(execution_id, f"send:{person}", lambda p=person: p))
+        )
+    return sent
+
+
+def finally_around_sleep(*, input, step, execution_id):
+    """`release` guards the work after the sleep: it must run once, at the real end."""
+    try:
+        step.run("acquire", counted(execution_id, "acquire"))
+        step.sleep(input["ms"])
+        step.run("work", counted(execution_id, "work"))
+    finally:
+        step.run("release", counted(execution_id, "release"))
+    return "done"
+
+
+def bare_except_around_sleep(*, input, step, execution_id):
+    """A bare except cannot turn a durable sleep into no sleep at all."""
+    try:
+        step.sleep(input["ms"])
+    except:  # noqa: E722 - the point of this fixture
+        record(execution_id, "swallowed")
+    step.run("after", counted(execution_id, "after"))
+    return "done"
+
+
+def engine_write_fails(*, step, execution_id):
+    """The step body makes the engine's own next write fail (a read-only database): the
+    handler's `except Exception` must not see it, and nothing is marked failed."""
+
+    def break_the_database():
+        from django.db import connection
+
+        record(execution_id, "break")
+        if calls(execution_id).count("break") == 1:
+            connection.cursor().execute("PRAGMA query_only = ON")
+        return "ok"
+
+    try:
+        step.run("breaks", break_the_database)
+    except Exception as error:
+        record(execution_id, f"caught:{type(error).__name__}")
+        return "swallowed"
+    return "done"
+
+
+workflows["reused_name"] = reused_name
+workflows["finally_around_sleep"] = finally_around_sleep
+workflows["bare_except_around_sleep"] = bare_except_around_sleep
+workflows["engine_write_fails"] = engine_write_fails
