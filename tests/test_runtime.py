@@ -12,6 +12,7 @@ from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
 from engine import runtime
+from engine.claims import claim
 from engine.context import retry_delay
 from engine.errors import (
     ExecutionAlreadyFinished,
@@ -20,7 +21,6 @@ from engine.errors import (
     PayloadTooLarge,
     UnknownWorkflow,
 )
-from engine.claims import claim
 from engine.models import Execution, Step
 from tests.workflows.app import calls
 
