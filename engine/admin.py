@@ -21,7 +21,8 @@ from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
 from engine.models import Attempt, Execution, Step
 
-# Who may cancel, rerun and trigger: the ORM's change permission (superusers have it).
+# Who may cancel, rerun and trigger, here and on the dashboard (dashboard.access): the ORM's
+# change permission (superusers have it).
 RUN_PERMISSION = "engine.change_execution"
 
 

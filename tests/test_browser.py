@@ -16,6 +16,8 @@ import pytest
 # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are safe.
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
+from django.contrib.auth.models import Permission, User  # noqa: E402
+
 from engine import runtime  # noqa: E402
 from engine.models import Execution  # noqa: E402
 
@@ -310,6 +312,32 @@ def test_dark_colour_scheme(browser: Browser, live_server, start_worker: Callabl
         screenshot(page, "11-list-dark")
     finally:
         context.close()
+
+
+def test_a_deployed_dashboard_asks_for_a_staff_login(page: Page, settings) -> None:
+    """The admin's login page leads back to the page asked for; once the session is gone, the
+    next poll takes the whole tab to the login page again instead of swapping it into the list."""
+    settings.ALLOWED_HOSTS = ["localhost", "ploy.example.com"]
+    settings.DASHBOARD_REQUIRES_LOGIN = True
+    operator = User.objects.create_user("operator", password="a-long-password", is_staff=True)
+    operator.user_permissions.set(Permission.objects.filter(codename="change_execution"))
+    execution_id = runtime.trigger("SLEEPER", {"ms": 1}).execution_id
+
+    page.goto(f"/executions/{execution_id}/")
+    expect(page).to_have_url(re.compile(rf"/admin/login/\?next=/executions/{execution_id}/$"))
+    page.get_by_label("Username").fill("operator")
+    page.get_by_label("Password").fill("a-long-password")
+    page.get_by_role("button", name="Log in").click()
+
+    expect(page).to_have_url(re.compile(rf"/executions/{execution_id}/$"))
+    expect(page.locator(".topbar")).to_contain_text("operator")
+    expect(page.get_by_role("button", name="Cancel")).to_be_visible()
+    page.get_by_role("link", name="Executions", exact=True).first.click()
+    expect(page.locator("#trigger-form")).to_be_visible()
+
+    page.context.clear_cookies()
+    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/$"))
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
 
 
 def test_pages_read_without_javascript(browser: Browser, live_server) -> None:

@@ -9,6 +9,8 @@ import sys
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from dashboard import access
+
 
 class Command(BaseCommand):
     help = "Apply migrations, start a worker process and serve dashboard, API and admin."
@@ -26,6 +28,7 @@ class Command(BaseCommand):
             [sys.executable, sys.argv[0], "runhuey", "--workers", str(workers)]
         )
         self.stdout.write(f"ployweb: dashboard on http://{host}:{port}/ (worker pid {worker.pid})")
+        self.stdout.write(f"ployweb: {access.describe()}")
         try:
             call_command("runserver", f"{host}:{port}", use_reloader=False)
         finally:
