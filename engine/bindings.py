@@ -10,7 +10,7 @@ from engine import queries, registry, runtime, workers
 from engine.config import BindingConfig
 from engine.database import Database, databases_of
 from engine.errors import StepMisuse
-from engine.records import ExecutionRecord
+from engine.records import ExecutionRecord, load_record
 
 
 class WorkflowBinding:
@@ -39,13 +39,12 @@ class WorkflowBinding:
         result = runtime.trigger(
             self.config.binding, input, idempotency_key=idempotency_key, run_here=True
         )
-        if result.created:
-            runtime.run_here(result.execution_id)
+        if result.execution is not None:
+            runtime.run_here(result.execution)
         return self.get_execution(result.execution_id)
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
-        execution = queries.get_execution(execution_id, workflow=self.config.name)
-        return ExecutionRecord.of(execution)
+        return load_record(execution_id, workflow=self.config.name)
 
     def cancel(self, execution_id: str) -> ExecutionRecord:
         # Only this binding's workflow: check before changing anything.

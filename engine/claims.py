@@ -12,13 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
+from functools import cache, cached_property
 
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Now
 
-from engine.models import Execution, ExecutionQuerySet
+from engine.models import Execution, ExecutionQuerySet, ExecutionStatus
 
 
 class Abandon(BaseException):
@@ -53,6 +53,12 @@ class Claim:
             id=self.execution_id, owner=self.owner, run_count=self.epoch
         )
 
+    @property
+    def _fence_sql(self) -> tuple[str, tuple[object, ...]]:
+        """The fence check, in plain SQL: it runs in every one of a step's transactions."""
+        execution_id = Execution._meta.pk.get_db_prep_value(self.execution_id, connection)
+        return _fence_query(), (execution_id, ExecutionStatus.RUNNING.value, self.owner, self.epoch)
+
     def write(self, **fields: object) -> bool:
         """One fenced UPDATE of the execution; False once this claim no longer owns it."""
         from engine import workers
@@ -74,12 +80,22 @@ class Claim:
 
         workers.current().check_can_commit()
         try:
-            with transaction.atomic():
-                if not self.owned.select_for_update().values_list("pk", flat=True)[:1]:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(*self._fence_sql)
+                if cursor.fetchone() is None:
                     raise Abandon()
                 yield
         except DatabaseError as error:
             raise EngineUnavailable(f"{type(error).__name__}: {error}") from error
+
+
+@cache
+def _fence_query() -> str:
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    return (
+        "SELECT 1 FROM engine_execution WHERE id = %s AND status = %s AND owner = %s "
+        f"AND run_count = %s{lock}"
+    )
 
 
 def claim(execution_id: uuid.UUID, owner: str, now: datetime | None = None) -> Execution | None:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
-from engine import workers
+from engine import step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release
 from engine.errors import PloyError, StepFailed, StepMisuse
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
@@ -178,19 +178,17 @@ class StepContext:
 
     def _begin_attempt(
         self, name: str, step: Step | None, snapshot: object, retries: int
-    ) -> tuple[Step, Attempt]:
+    ) -> tuple[Step, int]:
         now = self._clock()
         with self._write():
             if step is None:
-                step = Step.objects.create(
-                    execution=self._execution,
+                step = step_rows.insert_step(
+                    execution_id=self._execution.id,
                     name=name,
                     position=len(self._steps),
-                    status=StepStatus.RUNNING,
                     input=snapshot,
                     retries=retries,
-                    attempt_count=1,
-                    started_at=now,
+                    now=now,
                 )
                 self._steps[name] = step
             else:
@@ -199,13 +197,7 @@ class StepContext:
                 step.input, step.retries, step.wake_at = snapshot, retries, None
                 step.attempt_count += 1
                 step.save(update_fields=["input", "retries", "wake_at", "attempt_count"])
-            attempt = Attempt.objects.create(
-                step=step,
-                number=step.attempt_count,
-                status=AttemptStatus.RUNNING,
-                started_at=now,
-                worker=self._claim.owner,
-            )
+            attempt = step_rows.insert_attempt(step=step, now=now, worker=self._claim.owner)
         return step, attempt
 
     def _give_up_interrupted(self, step: Step) -> StepFailed:
@@ -222,17 +214,14 @@ class StepContext:
             step.save(update_fields=["status", "finished_at", "error"])
         return _step_failed(step)
 
-    def _record_success(self, step: Step, attempt: Attempt, output: object) -> None:
+    def _record_success(self, step: Step, attempt: int, output: object) -> None:
         now = self._clock()
         with self._write():
-            Attempt.objects.filter(pk=attempt.pk).update(
-                status=AttemptStatus.COMPLETED, finished_at=now
-            )
-            step.status, step.output, step.finished_at = StepStatus.COMPLETED, output, now
-            step.save(update_fields=["status", "output", "finished_at"])
+            step_rows.complete(step=step, attempt_id=attempt, output=output, now=now)
+        step.status, step.output, step.finished_at = StepStatus.COMPLETED, output, now
 
     def _record_failure(
-        self, step: Step, attempt: Attempt, error: Exception, *, final: bool
+        self, step: Step, attempt: int, error: Exception, *, final: bool
     ) -> BaseException:
         """Store the failed attempt; return what to raise: a Suspend to retry, else StepFailed."""
         now = self._clock()
@@ -240,7 +229,7 @@ class StepContext:
         step.failure_count += 1
         retry = not final and step.failure_count <= step.retries
         with self._write():
-            Attempt.objects.filter(pk=attempt.pk).update(
+            Attempt.objects.filter(pk=attempt).update(
                 status=AttemptStatus.FAILED,
                 error_type=details["type"],
                 error_message=details["message"],

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, Step
 
 
@@ -92,6 +94,9 @@ class ExecutionRecord:
             steps=[StepRecord.of(step) for step in execution.steps.all()] if with_steps else None,
         )
 
+    def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:
+        return dataclasses.replace(self, steps=steps)
+
     @property
     def execution_id(self) -> str:
         return self.id
@@ -99,3 +104,55 @@ class ExecutionRecord:
     @property
     def is_finished(self) -> bool:
         return self.status != "running"
+
+
+STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
+STEP_FIELDS += ("wake_at",)
+ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
+ATTEMPT_FIELDS += ("started_at", "finished_at")
+
+
+def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
+    """The execution with its steps and attempts as records, in two queries whatever their
+    number, read as plain rows (no model instances: this is every `.run()`'s last read)."""
+    from engine.queries import parse_execution_id
+
+    executions = Execution.objects.filter(id=parse_execution_id(execution_id))
+    if workflow is not None:
+        executions = executions.filter(workflow=workflow)
+    execution = executions.first()
+    if execution is None:
+        raise ExecutionNotFound(execution_id)
+    rows = (
+        Step.objects.filter(execution=execution)
+        .order_by("position", "attempts__number")
+        .values_list(*STEP_FIELDS, *(f"attempts__{name}" for name in ATTEMPT_FIELDS))
+    )
+    steps: dict[int, StepRecord] = {}
+    for row in rows:
+        step = dict(zip(STEP_FIELDS, row[: len(STEP_FIELDS)], strict=True))
+        record = steps.get(step["id"])
+        if record is None:
+            del step["id"]
+            record = steps.setdefault(row[0], StepRecord(**step))
+        attempt = dict(zip(ATTEMPT_FIELDS, row[len(STEP_FIELDS) :], strict=True))
+        if attempt["number"] is not None:
+            record.attempts.append(_attempt_record(attempt))
+    return ExecutionRecord.of(execution, with_steps=False).with_steps(list(steps.values()))
+
+
+def _attempt_record(row: dict) -> AttemptRecord:
+    error = None
+    if row["error_type"]:
+        error = {
+            "type": row["error_type"],
+            "message": row["error_message"],
+            "traceback": row["error_traceback"],
+        }
+    return AttemptRecord(
+        number=row["number"],
+        status=row["status"],
+        error=error,
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )

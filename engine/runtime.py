@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 
@@ -43,6 +43,8 @@ SWEEP_BATCH = 1000
 class TriggerResult:
     execution_id: str
     created: bool
+    # The new row itself, for a caller that runs it next in this process.
+    execution: Execution | None = field(default=None, repr=False, compare=False)
 
 
 def trigger(
@@ -83,7 +85,7 @@ def trigger(
         if not existing:
             raise
         return TriggerResult(execution_id=str(existing), created=False)
-    return TriggerResult(execution_id=str(execution.id), created=True)
+    return TriggerResult(execution_id=str(execution.id), created=True, execution=execution)
 
 
 def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:
@@ -161,12 +163,9 @@ def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
     _run_held(execution, worker, now)
 
 
-def run_here(execution_id: str) -> None:
+def run_here(execution: Execution) -> None:
     """Run an execution that `trigger(..., run_here=True)` created owned by this process."""
-    worker = workers.current()
-    execution = Execution.objects.filter(id=execution_id, owner=worker.id).first()
-    if execution is not None:
-        _run_held(execution, worker, None)
+    _run_held(execution, workers.current(), None)
 
 
 def _run_held(execution: Execution, worker: workers.WorkerProcess, now: datetime | None) -> None:
@@ -210,7 +209,8 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
         return
     context = StepContext(
         execution=execution,
-        steps=list(Step.objects.filter(execution=execution).order_by("position")),
+        # The first claim's run (epoch 1) is the first run of all: it has no steps to load.
+        steps=[] if execution.run_count == 1 else _steps_of(execution),
         retries=_retries_of(current, execution),
         claim=held,
         clock=now,
@@ -231,6 +231,10 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
         _fail(execution, held, now, error, definition)
     else:
         _finish(execution, held, now(), ExecutionStatus.COMPLETED, output=output)
+
+
+def _steps_of(execution: Execution) -> list[Step]:
+    return list(Step.objects.filter(execution=execution).order_by("position"))
 
 
 def _outcome(definition: WorkflowDefinition, context: StepContext, arguments: dict) -> object:

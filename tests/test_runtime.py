@@ -406,6 +406,8 @@ def test_a_step_that_keeps_killing_its_worker_fails_instead_of_looping():
     Attempt.objects.create(
         step=step, number=MAX_INTERRUPTED_ATTEMPTS, status="running", started_at=timezone.now()
     )
+    # as after five runs, each cut off by a dead worker
+    Execution.objects.filter(id=execution_id).update(run_count=MAX_INTERRUPTED_ATTEMPTS)
     execution = run(execution_id)
     assert execution.status == "failed"
     assert "WorkerLost: the worker running this step stopped 5 times" in execution.error["message"]
