@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from datetime import timedelta
 from io import StringIO
 
@@ -62,3 +65,67 @@ def test_prune_deletes_only_old_ended_executions_with_their_steps():
     }
     assert Step.objects.filter(execution_id__in=[old_done, old_failed]).count() == 0
     assert Attempt.objects.filter(step__execution_id=old_done).count() == 0
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path):
+    """`manage.py serve` on a free port; yields (process, log path, worker pid)."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, wait_for, worker_environment
+
+    log = tmp_path / "serve.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "serve", "--port", str(free_port())],
+            cwd=ROOT,
+            env=worker_environment(PYTHONUNBUFFERED="1"),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(lambda: "consumer started" in log.read_text(), timeout=60)
+    worker_pid = int(re.search(r"worker pid (\d+)", log.read_text()).group(1))
+    yield process, log, worker_pid
+    for pid in (process.pid, worker_pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        return "zombie" not in open(f"/proc/{pid}/status").read()
+    return False
+
+
+def test_serve_stops_its_worker_gracefully_on_sigterm(serve):
+    from tests.conftest import wait_for
+
+    process, log, worker_pid = serve
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+    assert not is_running(worker_pid)
+    assert "Shutting down gracefully" in log.read_text()  # not Huey's immediate stop
+    wait_for(lambda: "stopped" in log.read_text(), timeout=5)
+
+
+def test_a_killed_serve_takes_its_worker_down_with_it(serve):
+    from tests.conftest import wait_for
+
+    process, log, worker_pid = serve
+    process.kill()
+    process.wait(timeout=10)
+    wait_for(lambda: not is_running(worker_pid), timeout=30)
