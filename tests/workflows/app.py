@@ -233,3 +233,23 @@ workflows["reused_name"] = reused_name
 workflows["finally_around_sleep"] = finally_around_sleep
 workflows["bare_except_around_sleep"] = bare_except_around_sleep
 workflows["engine_write_fails"] = engine_write_fails
+
+
+# The fault-injection fixtures (tests/workflows/faults.py), loaded by path as ploy.py is above.
+_faults_spec = importlib.util.spec_from_file_location(
+    "ploy_fault_workflows", Path(__file__).resolve().parent / "faults.py"
+)
+faults = importlib.util.module_from_spec(_faults_spec)
+_faults_spec.loader.exec_module(faults)
+workflows.update(faults.workflows)
+
+
+def chain(*, input, step):
+    """`steps` trivial steps, an optional sleep, then one last step: the hot path's shape."""
+    total = sum(step.run(f"step-{n}", lambda n=n: n) for n in range(input["steps"]))
+    if input.get("sleep_ms"):
+        step.sleep(input["sleep_ms"])
+    return step.run("last", lambda: total)
+
+
+workflows["chain"] = chain
