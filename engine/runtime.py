@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.functions import Now
 
-from engine import clock, registry, workers
+from engine import clock, registry, wakeup, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, claim
 from engine.context import StepContext, Suspend
 from engine.errors import (
@@ -322,6 +322,7 @@ def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: in
             run_execution_task.schedule(args=(str(execution_id),), eta=clock.to_host(at))
         else:
             run_execution_task(str(execution_id), priority=priority or None)
+            wakeup.nudge()
     except Exception:  # any queue backend's error; the database still holds the execution
         logger.exception("execution %s: could not queue it; the sweep will", execution_id)
 

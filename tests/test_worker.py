@@ -162,3 +162,30 @@ def test_web_threads_and_workers_share_sqlite_without_lock_errors(start_worker):
         assert finished(execution_id).status == "completed"
     for worker in workers:
         assert "database is locked" not in worker.log.read_text()
+
+
+def test_an_idle_worker_is_woken_by_a_new_execution(tmp_path):
+    """Its threads sleep 20 s between polls of the SQLite queue; a trigger wakes them."""
+    import subprocess
+    import sys
+
+    from tests.conftest import worker_environment
+
+    log = tmp_path / "worker.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "runhuey", "--workers", "2"]
+            + ["--delay", "20", "--max-delay", "20"],
+            cwd=ROOT,
+            env=worker_environment(),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: "consumer started" in log.read_text())
+        time.sleep(1)  # both threads found the queue empty and sleep their 20 s
+        execution_id = runtime.trigger("DATA_FLOW", {"action": "double", "value": 1}).execution_id
+        assert finished(execution_id, timeout=8).status == "completed"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -9,17 +9,29 @@ import signal
 from django.conf import settings
 from django.utils.module_loading import autodiscover_modules
 from huey.consumer import Consumer
+from huey.consumer import Worker as HueyWorker
 from huey.consumer_options import ConsumerConfig
 from huey.contrib.djhuey.management.commands.run_huey import Command as RunHueyCommand
 
-from engine import workers
+from engine import wakeup, workers
 
 logger = logging.getLogger(__name__)
+
+
+class PloyWorker(HueyWorker):
+    """A worker thread whose idle sleep ends early when a new message is announced."""
+
+    def sleep(self) -> None:
+        self.delay = min(self.delay, self.max_delay)
+        wakeup.listener.wait(self.delay)
+        self.delay *= self.backoff
 
 
 class PloyConsumer(Consumer):
     """Huey's consumer, telling the engine when it stops so runs hand over at their next step;
     the first SIGTERM or SIGINT stops gracefully, a second one at once."""
+
+    worker_class = PloyWorker
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -36,6 +48,7 @@ class PloyConsumer(Consumer):
             workers.current().begin_stopping()
         except Exception:  # the database may be what failed; stopping must go on
             logger.exception("could not mark the worker as stopping")
+        wakeup.listener.notify()  # idle threads see the stop flag now
         super().stop(graceful=graceful)
 
 
@@ -57,8 +70,10 @@ class Command(RunHueyCommand):
         consumer = PloyConsumer(HUEY, **config.values)
         worker = workers.current()
         worker.start(threads=config.workers)
+        wakeup.listener.start()
         try:
             consumer.run()
         finally:
+            wakeup.listener.stop()
             worker.stop()
             logger.info("worker %s stopped", worker.id)
