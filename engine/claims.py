@@ -21,6 +21,10 @@ from django.db.models.functions import Coalesce, Now
 from engine.models import Execution, ExecutionQuerySet, ExecutionStatus
 
 
+# Per transaction: PostgreSQL acknowledges the commit before its WAL reaches the disk.
+ASYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = off"
+
+
 class Abandon(BaseException):
     """This run no longer owns the execution (cancelled, ended, or handed to another worker)."""
 
@@ -70,17 +74,21 @@ class Claim:
             raise EngineUnavailable(f"{type(error).__name__}: {error}") from error
 
     @contextmanager
-    def hold(self) -> Iterator[None]:
+    def hold(self, *, durable: bool = True) -> Iterator[None]:
         """A transaction that commits only while this claim still owns a running execution.
 
         The fence check locks the row first (PostgreSQL; SQLite's IMMEDIATE transaction holds
         the database lock already), so a cancel either lands before it (we abandon) or waits.
+        Not `durable`: PostgreSQL commits without waiting for its disk (a record that a crash
+        of the database server may lose, and that nothing relies on having survived).
         """
         from engine import workers
 
         workers.current().check_can_commit()
         try:
             with transaction.atomic(), connection.cursor() as cursor:
+                if not durable and connection.vendor == "postgresql":
+                    cursor.execute(ASYNCHRONOUS_COMMIT)
                 cursor.execute(*self._fence_sql)
                 if cursor.fetchone() is None:
                     raise Abandon()

@@ -70,10 +70,10 @@ class StepContext:
         return signal
 
     @contextmanager
-    def _write(self) -> Iterator[None]:
+    def _write(self, *, durable: bool = True) -> Iterator[None]:
         """A fenced engine transaction; losing the claim or the database latches the run."""
         try:
-            with self._claim.hold():
+            with self._claim.hold(durable=durable):
                 yield
         except (Abandon, EngineUnavailable) as signal:
             raise self._latch(signal) from None
@@ -180,7 +180,10 @@ class StepContext:
         self, name: str, step: Step | None, snapshot: object, retries: int
     ) -> tuple[Step, int]:
         now = self._clock()
-        with self._write():
+        # "Attempt N runs" needs no disk flush of its own: the step's completion (durable) is
+        # what a replay relies on, and an attempt cut off by a crash of the database server
+        # itself runs again like any other.
+        with self._write(durable=False):
             if step is None:
                 step = step_rows.insert_step(
                     execution_id=self._execution.id,
