@@ -20,7 +20,6 @@ from django.db.models.functions import Coalesce, Now
 
 from engine.models import Execution, ExecutionQuerySet, ExecutionStatus
 
-
 # Per transaction: PostgreSQL acknowledges the commit before its WAL reaches the disk.
 ASYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = off"
 
