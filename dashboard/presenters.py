@@ -76,10 +76,13 @@ def fingerprint(execution: Execution, steps: list[Step], now: datetime) -> str:
         execution.started_at,
         execution.finished_at,
         execution.error is not None,
+        execution.owner,
     ]
     if not execution.is_finished:
         parts.append(int(now.timestamp()) // REFRESH_SECONDS)
     for step in steps:
         parts += [step.name, step.status, step.attempt_count, step.finished_at, step.wake_at]
-        parts += [(attempt.status, attempt.finished_at) for attempt in step.attempts.all()]
+        parts += [
+            (attempt.status, attempt.finished_at, attempt.worker) for attempt in step.attempts.all()
+        ]
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]

@@ -196,6 +196,8 @@ def _attempt_bar(step: Step, attempt: Attempt, allowed: int, axis: Axis, end: da
         parts.append(f"{attempt.error_type}: {attempt.error_message}")
     parts.append(format_duration(finished - attempt.started_at))
     parts.append(f"{clock(attempt.started_at)} → {clock(finished)}")
+    if attempt.worker:
+        parts.append(f"on {attempt.worker}")
     label = " · ".join(parts)
     return axis.bar(attempt.status, attempt.started_at, finished, label, attempt=attempt.number)
 

@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from engine import runtime
 from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
-from engine.models import Attempt, Execution, Step
+from engine.models import Attempt, Execution, Step, Worker
 
 # Who may cancel, rerun and trigger, here and on the dashboard (dashboard.access): the ORM's
 # change permission (superusers have it).
@@ -64,6 +64,7 @@ ATTEMPT_FIELDS = (
     "traceback",
     "started_at",
     "finished_at",
+    "worker",
 )
 
 
@@ -298,11 +299,50 @@ class StepAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(Attempt)
 class AttemptAdmin(AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("step", "number", "status", "error_type", "started_at", "finished_at")
+    list_display = (
+        "step",
+        "number",
+        "status",
+        "error_type",
+        "started_at",
+        "finished_at",
+        "worker",
+    )
     list_filter = ("step__execution__workflow", "status")
-    search_fields = ("step__execution__id", "step__name", "error_type")
-    search_help_text = "An execution id (or part of one), a step name or an error type."
+    search_fields = ("step__execution__id", "step__name", "error_type", "worker")
+    search_help_text = (
+        "An execution id (or part of one), a step name, an error type or a worker id."
+    )
     show_full_result_count = False
     list_select_related = ("step",)
     fields = ("step", *ATTEMPT_FIELDS)
     readonly_fields = fields
+
+
+@admin.register(Worker)
+class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Worker rows as their processes wrote them; the dashboard's Workers page also counts a live
+    row silent past the timeout as dead."""
+
+    list_display = ("id", "host", "pid", "threads", "status", "started_at", "last_seen_at")
+    list_filter = ("status",)
+    search_fields = ("id", "host")
+    search_help_text = "A worker id (or part of one), or a host name."
+    ordering = ("-started_at", "-id")
+    fields = (
+        "id",
+        "host",
+        "pid",
+        "threads",
+        "status",
+        "started_at",
+        "last_seen_at",
+        "stopped_at",
+    )
+    readonly_fields = fields
+
+    def view_on_site(self, worker: Worker) -> str | None:
+        try:
+            return reverse("dashboard:worker_list") + f"#worker-{worker.id}"
+        except NoReverseMatch:
+            return None

@@ -318,4 +318,8 @@ def _error(request: HttpRequest, status: int, detail: str) -> HttpResponse:
     return api.create_response(request, {"detail": detail}, status=status)
 
 
+from engine.worker_api import router as worker_router  # noqa: E402
+
+# Before `router`, whose catch-all for unknown paths would otherwise answer /api/workers.
+api.add_router("", worker_router)
 api.add_router("", router)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
-from engine.models import Execution
+from engine.models import Attempt, Execution, WorkerStatus
 from tests.test_api import make_execution
+from tests.test_workers_api import make_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -291,3 +293,47 @@ def test_a_bad_trigger_form_shows_a_clear_error_and_creates_nothing(
     assert response.status_code == 200
     assert response.context["form"].errors[field] == [error]
     assert Execution.objects.count() == 0
+
+
+# --- workers ------------------------------------------------------------------------------------
+
+
+def test_workers_are_listed_read_only_and_filtered_by_status(admin_client):
+    alive = make_worker("alive", started=10)
+    dead = make_worker("dead", status=WorkerStatus.DEAD, seen=600, started=900)
+
+    def listed(query: str) -> list[str]:
+        response = admin_client.get("/admin/engine/worker/" + query)
+        assert response.status_code == 200
+        return [worker.id for worker in response.context["cl"].result_list]
+
+    assert listed("") == [alive.id, dead.id]  # newest first
+    assert listed("?status__exact=dead") == [dead.id]
+    assert listed("?q=host-alive") == [alive.id]
+    page = admin_client.get(reverse("admin:engine_worker_change", args=[quote(alive.id)]))
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert alive.id in html and "host-alive" in html
+    assert 'name="_save"' not in html, "read-only: nothing to save"
+    assert f'href="/workers/#worker-{alive.id}"' in html, "view on site: the Workers page"
+    assert admin_client.get("/admin/engine/worker/add/").status_code == 403
+    delete = reverse("admin:engine_worker_delete", args=[quote(alive.id)])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+
+
+def test_each_attempt_shows_the_worker_that_ran_it(admin_client):
+    execution = make_execution(steps=[{"name": "validate", "attempts": [{"status": "completed"}]}])
+    step = execution.steps.get()
+    attempt = step.attempts.get()
+    Attempt.objects.filter(id=attempt.id).update(worker="host-a:11:0123abcd")
+
+    for url in (
+        reverse("admin:engine_attempt_change", args=[attempt.id]),
+        reverse("admin:engine_step_change", args=[step.id]),  # the attempts inline
+        "/admin/engine/attempt/",
+    ):
+        response = admin_client.get(url)
+        assert response.status_code == 200
+        assert "host-a:11:0123abcd" in response.content.decode(), url
+    found = admin_client.get("/admin/engine/attempt/", {"q": "host-a:11"})
+    assert [row.id for row in found.context["cl"].result_list] == [attempt.id]

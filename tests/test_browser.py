@@ -351,3 +351,42 @@ def test_pages_read_without_javascript(browser: Browser, live_server) -> None:
         expect(page.locator("#executions tbody tr")).to_have_count(1)
     finally:
         context.close()
+
+
+def test_the_workers_page_follows_a_live_worker(page: Page, start_worker: Callable) -> None:
+    worker = start_worker()
+    page.goto("/")
+    page.get_by_role("link", name="Workers", exact=True).click()
+    expect(page).to_have_url(re.compile(r"/workers/$"))
+    mark_document(page)
+
+    row = page.locator(f'tr[data-status="alive"]:has-text("{worker.worker_id}")')
+    expect(row.locator(".badge")).to_have_text("alive")
+    expect(row).to_contain_text(str(worker.pid))
+    heartbeat = row.locator(".heartbeat")
+    expect(heartbeat).to_have_text(re.compile(r"^\d+\.\d s ago$"))
+    ages = {heartbeat.text_content()}
+    for _ in range(100):  # each refresh reads a new heartbeat, about every 2 s
+        page.wait_for_timeout(100)
+        ages.add(heartbeat.text_content())
+        if len(ages) > 2:
+            break
+    assert len(ages) > 2, f"the heartbeat age did not move: {ages}"
+
+    # What it runs now links to the execution, whose attempts name this worker.
+    execution_id = runtime.trigger("SLOW", {"seconds": 5}).execution_id
+    link = row.get_by_role("link", name=execution_id)
+    expect(link).to_be_visible()
+    assert_not_reloaded(page)
+    screenshot(page, "12-workers")
+    link.click()
+    expect(page).to_have_url(re.compile(rf"/executions/{execution_id}/$"))
+    first = page.locator(".step", has_text="first").locator(".attempt-worker a")
+    expect(first).to_have_text(worker.worker_id)
+    first.click()
+    expect(page).to_have_url(re.compile(r"/workers/#worker-"))
+    expect(page.locator("tr.worker:target")).to_contain_text(worker.worker_id)
+
+    worker.kill()  # silent past the timeout: dead, dimmed, still listed
+    dead = page.locator(f'tr[data-status="dead"]:has-text("{worker.worker_id}")')
+    expect(dead).to_have_class(re.compile(r"\bdimmed\b"))
