@@ -268,6 +268,8 @@ class Report:
         ]
         if chart_name:
             parts += [f"![ms per durable step against steps per execution]({chart_name})", ""]
+        else:
+            parts += ["(No chart: matplotlib is not installed; `pip install -e '.[bench]'`.)", ""]
         parts += [*WORKLOADS, ""]
         extra = self.notes + [f"Failed: {failure}" for failure in self.results.failures]
         if extra:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -139,19 +141,35 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
 def run_one(run: Run, profile: Path | None) -> dict:
     """One child with fresh state; its figures, or RuntimeError with its last lines."""
     with fresh_folder() as folder, run.side.fresh(folder) as fresh:
-        completed = subprocess.run(
-            child_command(run, {**run.params, **fresh.params}, profile),
-            cwd=ROOT,
-            env=child_env(fresh.env),
-            capture_output=True,
-            text=True,
-            timeout=CHILD_TIMEOUT_SECONDS,
+        returncode, stdout, stderr = run_child(
+            child_command(run, {**run.params, **fresh.params}, profile), child_env(fresh.env)
         )
-    figures = parse_result(completed.stdout)
-    if completed.returncode != 0 or figures is None:
-        tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
-        raise RuntimeError(f"exit {completed.returncode}: {tail}")
+    figures = parse_result(stdout)
+    if returncode != 0 or figures is None:
+        tail = " | ".join(stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"exit {returncode}: {tail}")
     return figures
+
+
+def run_child(command: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """Its own process group, so a timeout or Ctrl-C also ends the worker it started."""
+    child = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = child.communicate(timeout=CHILD_TIMEOUT_SECONDS)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate()
+        raise
+    return child.returncode, stdout, stderr
 
 
 class Progress:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from bench.app import process, store, validate
 from bench.child import (
@@ -35,14 +36,14 @@ def use_wal_normal() -> None:
     from sqlalchemy import event
 
     @event.listens_for(sqlalchemy.engine.Engine, "connect")
-    def tune(dbapi_connection, _record) -> None:
+    def tune(dbapi_connection: object, _record: object) -> None:
         if type(dbapi_connection).__module__.startswith("sqlite3"):
             dbapi_connection.execute("PRAGMA journal_mode=WAL")
             dbapi_connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def define():
-    """Launch DBOS and register the workflows; returns (chain, data_processing)."""
+def define() -> tuple[Callable[[int], dict], Callable[[dict], dict]]:
+    """Register the workflows with DBOS: (chain, data_processing)."""
     from dbos import DBOS
 
     @DBOS.step()
@@ -65,7 +66,7 @@ def define():
     return chain, data_processing
 
 
-def launch(params: dict):
+def launch(params: dict) -> tuple[Callable[[int], dict], Callable[[dict], dict]]:
     from dbos import DBOS
 
     if params.get("wal"):

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.child import (
     Job,
@@ -27,6 +28,9 @@ from bench.child import (
     wait_until,
 )
 
+if TYPE_CHECKING:
+    from engine.bindings import WorkflowBinding
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_INPUT = {"action": "double", "value": 21}
 
@@ -41,7 +45,7 @@ def setup() -> None:
     call_command("migrate", verbosity=0)
 
 
-def binding(name: str):
+def binding(name: str) -> WorkflowBinding:
     from engine import get_ploy_context
 
     return getattr(get_ploy_context().env, name)
