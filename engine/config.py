@@ -4,22 +4,35 @@ from __future__ import annotations
 
 import difflib
 import re
+import reprlib
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.errors import ConfigError, UnknownWorkflow
 
 DEFAULT_RETRIES = 3
+# More retries than this is a typo (and no database column holds 10**20): refused up front.
+MAX_RETRIES = 1000
 KNOWN_KEYS = ("main", "workflow", "db")
 # Ploy deployment keys: meaningless here, accepted so that a Ploy user's file loads.
 DEPLOYMENT_KEYS = ("kind", "build", "out", "name", "assets")
 # Ploy bindings this project does not provide yet.
 UNSUPPORTED_KEYS = ("queue", "cron", "timer")
 EXPANDED_KEYS = ("name", "retries")
-BINDING_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DATABASE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Matched whole (fullmatch): `$` alone would let a trailing newline through.
+BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
+DATABASE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# The widths of Execution.workflow: a longer name could never be stored.
+MAX_WORKFLOW_NAME = 200
+# Nodes of the document with every alias expanded: far above any real ploy.yaml, far below a
+# "billion laughs" bomb, whose values would take gigabytes to walk or print.
+MAX_EXPANDED_NODES = 10_000
+# What scalar constructors raise on a malformed tagged value (`!!int x`, `!!bool maybe`).
+SCALAR_ERRORS = (ValueError, LookupError, AttributeError, TypeError, OverflowError)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,24 +71,103 @@ class PloyConfig:
         raise UnknownWorkflow(name)
 
 
-class UniqueKeyLoader(yaml.SafeLoader):
-    """The safe loader, refusing a key given twice (plain YAML keeps the last one silently)."""
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxtuple = 2, 3, 3, 3
+_SHORT.maxset = _SHORT.maxfrozenset = 3
+_SHORT.maxstring = _SHORT.maxother = _SHORT.maxlong = 60
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+
+def shown(value: object, limit: int = 80) -> str:
+    """`value` as an error message quotes it: one line, at most `limit` characters."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def check_retries(what: str, retries: object) -> int:
+    """`retries` as a count of retries, else ValueError naming `what` (a key or a call)."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"{what} must be a whole number >= 0, got {shown(retries)}")
+    if retries > MAX_RETRIES:
+        raise ValueError(
+            f"{what} must be at most {MAX_RETRIES}, got {shown(retries)}: use a smaller number"
+        )
+    return retries
+
+
+class PloyLoader(yaml.SafeLoader):
+    """The safe loader, refusing what it would accept silently or choke on: a key given twice,
+    an alias bomb, a tagged scalar its constructor cannot read."""
+
+    def construct_document(self, node: Node) -> object:
+        _check_expanded_size(node)
+        return super().construct_document(node)
+
+    def construct_object(self, node: Node, deep: bool = False) -> object:
+        try:
+            return super().construct_object(node, deep=deep)
+        except SCALAR_ERRORS:
+            if not isinstance(node, ScalarNode):
+                raise
+            raise yaml.constructor.ConstructorError(
+                problem=f"{shown(node.value)} is not a valid {node.tag.rsplit(':', 1)[-1]}",
+                problem_mark=node.start_mark,
+                note="fix the value",
+            ) from None
+
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
+        # Plain YAML keeps the last of two equal keys; merged keys (`<<: *base`) may be
+        # overridden, so only the mapping's own keys are compared.
         seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            try:
-                duplicate = key in seen
-            except TypeError:  # unhashable: the safe loader reports it below
+        for key_node, _ in node.value if isinstance(node, MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            if duplicate:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # the safe loader reports it below
+                continue
+            if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    problem=f"the key {key!r} is given twice (remove one)",
+                    problem=f"the key {shown(key)} is given twice (remove one)",
                     problem_mark=key_node.start_mark,
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    if isinstance(node, MappingNode):
+        return [child for pair in node.value for child in pair]
+    return []
+
+
+def _check_expanded_size(root: Node) -> None:
+    """Count the nodes as if every alias were copied, visiting each distinct node once."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the ancestors of the node being visited
+    pending: list[tuple[Node, bool]] = [(root, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if children_done:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[id(node)] > MAX_EXPANDED_NODES:
+                raise yaml.composer.ComposerError(
+                    problem=f"its aliases expand to more than {MAX_EXPANDED_NODES} values "
+                    "(an alias bomb?)",
+                    problem_mark=node.start_mark,
+                    note="use fewer aliases",
+                )
+        elif id(node) in open_nodes:
+            raise yaml.composer.ComposerError(
+                problem="an alias refers to a value that contains it",
+                problem_mark=node.start_mark,
+                note="remove the loop",
+            )
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            pending.append((node, True))
+            pending.extend((child, False) for child in _children(node))
 
 
 def load_config(path: Path | str) -> PloyConfig:
@@ -93,7 +185,7 @@ def load_config(path: Path | str) -> PloyConfig:
                 f"'{key}' bindings are not provided by ployweb yet: remove the '{key}' section",
             )
         elif key not in KNOWN_KEYS:
-            raise ConfigError(path, _unknown_key(str(key), KNOWN_KEYS))
+            raise ConfigError(path, _unknown_key(key, KNOWN_KEYS))
     workflows = _workflows(path, raw.get("workflow"))
     databases = _databases(path, raw.get("db"), {binding.binding for binding in workflows})
     return PloyConfig(
@@ -117,12 +209,17 @@ def _read_yaml(path: Path) -> dict:
             path, f"cannot read the file ({error}): check its permissions and encoding (UTF-8)"
         ) from None
     try:
-        raw = yaml.load(text, Loader=UniqueKeyLoader)  # a SafeLoader subclass
+        raw = yaml.load(text, Loader=PloyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(path, f"invalid YAML{where}: {problem}: fix the syntax") from None
+        problem = getattr(error, "problem", None) or str(error)
+        fix = getattr(error, "note", None) or "fix the syntax"
+        raise ConfigError(path, f"invalid YAML{where}: {one_line(problem)}: {fix}") from None
+    except RecursionError:
+        raise ConfigError(
+            path, "invalid YAML: values nested too deeply: flatten the document"
+        ) from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
@@ -134,21 +231,41 @@ def _read_yaml(path: Path) -> dict:
     return raw
 
 
-def _unknown_key(key: str, allowed: tuple[str, ...], prefix: str = "") -> str:
-    near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+def one_line(text: str, limit: int = 200) -> str:
+    """`text` for a one-line message: blanks and line breaks collapsed, at most `limit` long."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _key_name(key: object) -> str:
+    """A key as a key path shows it: as written when short and printable, else escaped."""
+    text = key if isinstance(key, str) else shown(key)
+    if len(text) <= 60 and text.isprintable():
+        return text
+    return shown(key)[1:-1] if isinstance(key, str) else shown(key)
+
+
+def _unknown_key(key: object, allowed: tuple[str, ...], prefix: str = "") -> str:
+    name = _key_name(key)
+    near = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
     hint = f"did you mean '{near[0]}'?" if near else f"allowed keys: {', '.join(allowed)}"
-    return f"unknown key '{prefix}{key}' ({hint}): rename or remove it"
+    return f"unknown key '{prefix}{name}' ({hint}): rename or remove it"
 
 
 def _main(path: Path, value: object) -> Path:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(path, f"main must be the path of a Python file, got {value!r}")
-    main = (path.parent / value).resolve()
-    if main.suffix != ".py":
-        raise ConfigError(path, f"main must name a .py file, got {value!r}")
-    if not main.is_file():
+        raise ConfigError(path, f"main must be the path of a Python file, got {shown(value)}")
+    if Path(value).suffix != ".py":
+        raise ConfigError(path, f"main must name a .py file, got {shown(value)}")
+    try:
+        main = (path.parent / value).resolve()
+        found = main.is_file()
+    except (OSError, ValueError):  # a NUL, a character the file system cannot encode, too long
+        found = False
+    if not found:
         raise ConfigError(
-            path, f"main: file {value!r} not found next to {path.name}: create it or fix the path"
+            path,
+            f"main: file {shown(value)} not found next to {path.name}: create it or fix the path",
         )
     return main
 
@@ -165,38 +282,48 @@ def _workflows(path: Path, section: object) -> tuple[BindingConfig, ...]:
 
 
 def _binding(path: Path, binding: object, value: object) -> BindingConfig:
-    key = f"workflow.{binding}"
+    key = f"workflow.{_key_name(binding)}"
     _check_binding_name(path, key, binding)
     if isinstance(value, str):
         return BindingConfig(binding=binding, name=_workflow_name(path, key, value))
     if not isinstance(value, dict):
         raise ConfigError(
-            path, f"{key} must be a workflow name or a mapping with name and retries, got {value!r}"
+            path,
+            f"{key} must be a workflow name or a mapping with name and retries, got {shown(value)}",
         )
     for option in value:
         if option not in EXPANDED_KEYS:
-            raise ConfigError(path, _unknown_key(str(option), EXPANDED_KEYS, f"{key}."))
+            raise ConfigError(path, _unknown_key(option, EXPANDED_KEYS, f"{key}."))
     if "name" not in value:
         raise ConfigError(path, f"{key}.name is missing: add the workflow's name")
-    retries = value.get("retries", DEFAULT_RETRIES)
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigError(path, f"{key}.retries must be a whole number >= 0, got {retries!r}")
+    try:
+        retries = check_retries(f"{key}.retries", value.get("retries", DEFAULT_RETRIES))
+    except ValueError as error:
+        raise ConfigError(path, str(error)) from None
     return BindingConfig(
         binding=binding, name=_workflow_name(path, f"{key}.name", value["name"]), retries=retries
     )
 
 
 def _check_binding_name(path: Path, key: str, binding: object) -> None:
-    if not isinstance(binding, str) or not BINDING_NAME.match(binding):
+    if not isinstance(binding, str) or not BINDING_NAME.fullmatch(binding):
         raise ConfigError(
-            path, f"{key}: binding names must be identifiers such as DATA_FLOW, got {binding!r}"
+            path,
+            f"{key}: binding names must be identifiers of at most 100 characters such as "
+            f"DATA_FLOW, got {shown(binding)}",
         )
 
 
 def _workflow_name(path: Path, key: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(
-            path, f"{key} must be a workflow name (a non-empty string), got {value!r}"
+            path, f"{key} must be a workflow name (a non-empty string), got {shown(value)}"
+        )
+    if len(value) > MAX_WORKFLOW_NAME or not value.isprintable():
+        raise ConfigError(
+            path,
+            f"{key} must be a workflow name of at most {MAX_WORKFLOW_NAME} printable "
+            f"characters (no NUL, newline or tab), got {shown(value)}",
         )
     return value
 
@@ -210,16 +337,17 @@ def _databases(path: Path, section: object, taken: set[str]) -> tuple[DatabaseCo
         )
     databases = []
     for binding, name in section.items():
-        key = f"db.{binding}"
+        key = f"db.{_key_name(binding)}"
         _check_binding_name(path, key, binding)
         if binding in taken:
             raise ConfigError(
                 path, f"{key}: the name {binding} is already a workflow binding: rename one of them"
             )
-        if not isinstance(name, str) or not DATABASE_NAME.match(name):
+        if not isinstance(name, str) or not DATABASE_NAME.fullmatch(name):
             raise ConfigError(
                 path,
-                f"{key} must be a database name of letters, digits, '_', '.' or '-', got {name!r}",
+                f"{key} must be a database name of letters, digits, '_', '.' or '-', "
+                f"got {shown(name)}",
             )
         databases.append(DatabaseConfig(binding=binding, name=name))
     return tuple(databases)

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from engine.config import DEFAULT_RETRIES, BindingConfig, DatabaseConfig, load_config
+from engine.config import (
+    DEFAULT_RETRIES,
+    MAX_RETRIES,
+    BindingConfig,
+    DatabaseConfig,
+    check_retries,
+    load_config,
+)
 from engine.errors import ConfigError, UnknownWorkflow
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MODULE = "workflows = {}\n"
 
@@ -89,6 +101,16 @@ BAD_CONFIGS = [
     ("workflow:\n  A:\n    name: a\n    retries: 1.5\n", "got 1.5"),
     ("workflow:\n  A:\n    name: a\n    retries: true\n", "got True"),
     (
+        "workflow:\n  A:\n    name: a\n    retries: 99999999999999999999\n",
+        "workflow.A.retries must be at most 1000, got 99999999999999999999: use a smaller number",
+    ),
+    ("workflow:\n  A:\n    name: a\n    retries: 3000000000\n", "must be at most 1000"),
+    ("workflow:\n  A:\n    name: a\n    retries: 1001\n", "must be at most 1000, got 1001"),
+    (
+        "workflow:\n  A:\n    name: a\n    retries: " + "9" * 5000 + "\n",
+        "invalid YAML at line 4, column 14: '99999",
+    ),
+    (
         "workflow:\n  A:\n    name: a\n    retry: 2\n",
         "unknown key 'workflow.A.retry' (did you mean",
     ),
@@ -110,6 +132,26 @@ BAD_CONFIGS = [
         "invalid YAML at line 4, column 3: the key 'A' is given twice (remove one)",
     ),
     ("workflow:\n  [a]: x\n", "invalid YAML"),
+    ("workflow:\n  A: !!int x\n", "invalid YAML at line 2, column 6: 'x' is not a valid int"),
+    ("workflow:\n  A: !!bool maybe\n", "'maybe' is not a valid bool: fix the value"),
+    ("workflow:\n  A: !!timestamp soon\n", "'soon' is not a valid timestamp"),
+    ("workflow: !!set ~\n", "invalid YAML"),
+    ("workflow:\n  ? !!set {a}\n  : x\n", "invalid YAML"),
+    ("main: &loop [*loop]\n", "an alias refers to a value that contains it: remove the loop"),
+    ("[" * 5000 + "]" * 5000 + "\n", "invalid YAML: values nested too deeply"),
+    # A trailing newline once passed the `$` of the name patterns.
+    ('workflow:\n  "A\\n": a\n', "workflow.A\\n: binding names must be identifiers"),
+    ('db:\n  DB: "default\\n"\n', "db.DB must be a database name of letters"),
+    ("workflow:\n  " + "A" * 101 + ": a\n", "binding names must be identifiers of at most 100"),
+    # The workflow name is stored with each execution: NUL, newlines or 201 characters cannot be.
+    ('workflow:\n  A: "a\\0b"\n', "workflow.A must be a workflow name of at most 200 printable"),
+    ('workflow:\n  A: "a\\nb"\n', "(no NUL, newline or tab), got 'a\\nb'"),
+    ("workflow:\n  A: " + "a" * 201 + "\n", "at most 200 printable characters"),
+    ('"x\\ny": 1\n', "unknown key 'x\\ny' (allowed keys: main, workflow, db)"),
+    ('main: "a\\0b.py"\n', "main: file 'a\\x00b.py' not found next to ploy.yaml"),
+    ('main: "\\ud800.py"\n', "main: file '\\ud800.py' not found"),
+    ("main: " + "x" * 5000 + ".py\n", "main: file 'xxxx"),
+    ("main: [a, b]\n", "main must be the path of a Python file, got ['a', 'b']"),
 ]
 
 
@@ -122,6 +164,88 @@ def test_bad_config_is_refused_with_one_line(tmp_path, text, message):
     assert message in text
     assert text.startswith(f"{path}: ")
     assert "\n" not in text
+    assert len(text) < 400, "a value quoted in a message is cut short"
+
+
+def test_merge_keys_may_share_settings_and_override_them(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            "workflow:\n  A: &base {name: a, retries: 5}\n  B:\n    <<: *base\n    name: b\n",
+        )
+    )
+    assert config.workflows[1] == BindingConfig(binding="B", name="b", retries=5)
+
+
+@pytest.mark.parametrize(
+    ("retries", "problem"),
+    [
+        (0, None),
+        (MAX_RETRIES, None),
+        (MAX_RETRIES + 1, "step.run('s', retries=...) must be at most 1000, got 1001"),
+        (10**20, "must be at most 1000, got 100000000000000000000: use a smaller number"),
+        (-1, "step.run('s', retries=...) must be a whole number >= 0, got -1"),
+        (True, "must be a whole number >= 0, got True"),
+        (2.0, "must be a whole number >= 0, got 2.0"),
+        ("3", "got '3'"),
+    ],
+)
+def test_check_retries_is_shared_by_ploy_yaml_and_step_run(retries, problem):
+    if problem is None:
+        assert check_retries("step.run('s', retries=...)", retries) == retries
+    else:
+        with pytest.raises(ValueError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+            check_retries("step.run('s', retries=...)", retries)
+
+
+def laughs(levels: int = 9) -> str:
+    """A flow sequence of "billion laughs": 9**levels strings from a few hundred bytes."""
+    items = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for level in range(1, levels):
+        items.append(f"&l{level} [" + ", ".join([f"*l{level - 1}"] * 9) + "]")
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"main: {laughs()}\n",
+        f"workflow:\n  A: {laughs()}\n",
+        f"workflow:\n  A:\n    name: a\n    retries: {laughs()}\n",
+        f"db:\n  DB: {laughs()}\n",
+        f"workflow:\n  A:\n    name: {laughs()}\n",
+        f"bomb: {laughs()}\n",
+    ],
+    ids=["main", "binding", "retries", "db", "name", "unknown-key"],
+)
+def test_an_alias_bomb_is_refused_at_once_wherever_it_is(tmp_path, text):
+    """In a child process with 1 GiB of memory and 60 s: before the fix, formatting the value
+    for the error message walked all 387 million strings."""
+    path = write(tmp_path, text)
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+        "from engine.config import load_config\n"
+        "from engine.errors import ConfigError\n"
+        "try:\n"
+        "    load_config(sys.argv[1])\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert time.monotonic() - started < 10
+    assert result.returncode == 0, result.stderr[-2000:]
+    [line] = result.stdout.splitlines()
+    assert line.startswith(f"{path}: ")
+    assert len(line) < 400
+    assert "its aliases expand to more than 10000 values (an alias bomb?)" in line
 
 
 def test_missing_file_names_the_fix(tmp_path):
