@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from engine.config import PloyConfig, load_config
+from engine.config import PloyConfig, load_config, one_line, shown
 from engine.errors import ConfigError, UnknownWorkflow
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,8 @@ def _definitions(config: PloyConfig) -> dict[str, WorkflowDefinition]:
     }
     for binding in config.workflows:
         if binding.name not in definitions:
-            defined = ", ".join(sorted(definitions)) or "none"
+            names = (name if name.isprintable() else shown(name) for name in sorted(definitions))
+            defined = one_line(", ".join(names), limit=120) or "none"
             near = difflib.get_close_matches(binding.name, list(definitions), n=1)
             hint = f"did you mean '{near[0]}'? " if near else ""
             raise ConfigError(
@@ -100,11 +101,21 @@ def _import_workflows(main: Path) -> dict:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:
+    except SystemExit as error:  # would end the process silently, in the middle of start-up
+        del sys.modules[module_name]
+        raise ConfigError(
+            main,
+            f"importing it called sys.exit({shown(error.code)}){_error_line(error, main)}: "
+            "a workflow module must not exit; remove the call or guard it with "
+            "`if __name__ == '__main__':`",
+        ) from None
+    except Exception as error:  # the user's module runs here
         del sys.modules[module_name]
         line = _error_line(error, main)
         raise ConfigError(
-            main, f"importing it failed{line}: {type(error).__name__}: {error}: fix the module"
+            main,
+            f"importing it failed{line}: {type(error).__name__}: {one_line(str(error))}: "
+            "fix the module",
         ) from error
     workflows = getattr(module, "workflows", None)
     if not isinstance(workflows, dict):
@@ -125,7 +136,7 @@ def _error_line(error: BaseException, main: Path) -> str:
 
 
 def _definition(main: Path, name: object, value: object) -> WorkflowDefinition:
-    key = f"workflows[{name!r}]"
+    key = f"workflows[{shown(name)}]"
     if not isinstance(name, str) or not name:
         raise ConfigError(main, f"{key}: workflow names must be non-empty strings")
     if callable(value):
@@ -140,35 +151,52 @@ def _definition(main: Path, name: object, value: object) -> WorkflowDefinition:
                 str(option).lower().replace("onerror", "on_error"), DEFINITION_KEYS, n=1
             )
             hint = f"did you mean '{near[0]}'?" if near else "allowed: handler, on_error"
-            raise ConfigError(main, f"{key}: unknown key {option!r} ({hint}): rename or remove it")
-    handler = value.get("handler")
-    if not callable(handler):
-        raise ConfigError(main, f"{key}['handler'] must be a function, got {handler!r}")
-    on_error = value.get("on_error")
-    if on_error is not None and not callable(on_error):
-        raise ConfigError(main, f"{key}['on_error'] must be a function, got {on_error!r}")
-    for option, function in (("handler", handler), ("on_error", on_error)):
-        if inspect.iscoroutinefunction(function):
             raise ConfigError(
-                main,
-                f"{key}['{option}'] is async: ployweb calls workflow "
-                "functions synchronously; define it with a plain def",
+                main, f"{key}: unknown key {shown(option)} ({hint}): rename or remove it"
             )
+    handler = _function(main, f"{key}['handler']", value.get("handler"))
+    on_error = value.get("on_error")
+    if on_error is not None:
+        on_error = _function(main, f"{key}['on_error']", on_error)
     return WorkflowDefinition(
         name=name,
         handler=handler,
         on_error=on_error,
-        arguments=_accepted_arguments(handler, HANDLER_ARGUMENTS),
-        on_error_arguments=_accepted_arguments(on_error, ON_ERROR_ARGUMENTS)
+        arguments=_accepted_arguments(main, f"{key}['handler']", handler, HANDLER_ARGUMENTS),
+        on_error_arguments=_accepted_arguments(
+            main, f"{key}['on_error']", on_error, ON_ERROR_ARGUMENTS
+        )
         if on_error
         else frozenset(),
     )
 
 
+def _function(main: Path, key: str, value: object) -> Callable[..., object]:
+    """A plain function (or another callable); a class is callable too, but not a workflow."""
+    if isinstance(value, type):
+        raise ConfigError(
+            main, f"{key} must be a function, got the class {shown(value.__name__)}: use a def"
+        )
+    if not callable(value):
+        raise ConfigError(main, f"{key} must be a function, got {shown(value)}")
+    if inspect.iscoroutinefunction(value):
+        raise ConfigError(
+            main,
+            f"{key} is async: ployweb calls workflow functions synchronously; "
+            "define it with a plain def",
+        )
+    return value
+
+
 def _accepted_arguments(
-    function: Callable[..., object], offered: tuple[str, ...]
+    main: Path, key: str, function: Callable[..., object], offered: tuple[str, ...]
 ) -> frozenset[str]:
-    parameters = inspect.signature(function).parameters.values()
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        raise ConfigError(
+            main, f"{key}: the signature of {shown(function)} cannot be read: use a def"
+        ) from None
     if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters):
         return frozenset(offered)
     names = {parameter.name for parameter in parameters}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,28 @@ BAD_MODULES = [
         "['on_error'] must be a function, got 1",
     ),
     ("def f(): pass\nworkflows = {'': f, 'flow': f}\n", "workflow names must be non-empty strings"),
+    (
+        "import sys\nsys.exit(3)\n",
+        "importing it called sys.exit(3) at line 2: a workflow module must not exit; remove the "
+        "call or guard it with `if __name__ == '__main__':`",
+    ),
+    ("raise SystemExit\n", "importing it called sys.exit(None) at line 1"),
+    (
+        "workflows = {'flow': {'handler': dict}}\n",
+        "workflows['flow']['handler'] must be a function, got the class 'dict': use a def",
+    ),
+    ("workflows = {'flow': dict}\n", "['handler'] must be a function, got the class 'dict'"),
+    (
+        "def f(): pass\nworkflows = {'flow': {'handler': f, 'on_error': ValueError}}\n",
+        "workflows['flow']['on_error'] must be a function, got the class 'ValueError'",
+    ),
+    (
+        "workflows = {'flow': {'handler': max}}\n",
+        "['handler']: the signature of <built-in function max> cannot be read",
+    ),
+    ("raise ValueError('many\\nlines ' * 1000)\n", "ValueError: many lines many lines"),
+    ("def f(): pass\nworkflows = {'a\\nb': f}\n", "(it defines: 'a\\nb')"),
+    ("workflows = {'flow': {'handler': 'x' * 10000}}\n", "must be a function, got 'xxxx"),
 ]
 
 
@@ -74,6 +99,7 @@ def test_bad_module_is_refused_with_one_line(tmp_path, module, message):
         load(tmp_path, module)
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+    assert len(str(caught.value)) < 500
 
 
 def test_the_process_registry_knows_the_test_workflows():
@@ -83,28 +109,56 @@ def test_the_process_registry_knows_the_test_workflows():
         current.definition("ghost")
 
 
-def test_manage_py_prints_one_line_for_a_broken_config(tmp_path):
-    import subprocess
-    import sys
-
-    (tmp_path / "ploy.yaml").write_text("workflow:\n  ORDERS:\n    name: o\n    retries: -1\n")
-    (tmp_path / "ploy.py").write_text("workflows = {}\n")
+def manage_py_check(tmp_path: Path, yaml: str, module: str) -> subprocess.CompletedProcess:
+    (tmp_path / "ploy.yaml").write_text(yaml)
+    (tmp_path / "ploy.py").write_text(module)
     root = Path(__file__).resolve().parent.parent
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, str(root / "manage.py"), "check"],
         env={
-            **__import__("os").environ,
+            **os.environ,
             "PLOY_CONFIG": str(tmp_path / "ploy.yaml"),
             "DJANGO_SETTINGS_MODULE": "ployweb.settings",
         },
         capture_output=True,
         text=True,
+        timeout=60,
     )
+
+
+@pytest.mark.parametrize(
+    ("yaml", "module", "line"),
+    [
+        (
+            "workflow:\n  ORDERS:\n    name: o\n    retries: -1\n",
+            "workflows = {}\n",
+            "ploy.yaml: workflow.ORDERS.retries must be a whole number >= 0, got -1",
+        ),
+        (
+            "workflow:\n  ORDERS:\n    name: o\n    retries: 99999999999999999999\n",
+            "workflows = {}\n",
+            "ploy.yaml: workflow.ORDERS.retries must be at most 1000, got 99999999999999999999: "
+            "use a smaller number",
+        ),
+        (
+            "workflow:\n  FLOW: flow\n",
+            "import sys\nsys.exit(3)\n",
+            "ploy.py: importing it called sys.exit(3) at line 2: a workflow module must not exit; "
+            "remove the call or guard it with `if __name__ == '__main__':`",
+        ),
+        (
+            "workflow:\n  FLOW: flow\n",
+            "workflows = {'flow': {'handler': dict}}\n",
+            "ploy.py: workflows['flow']['handler'] must be a function, got the class 'dict': "
+            "use a def",
+        ),
+    ],
+    ids=["negative-retries", "huge-retries", "sys-exit", "class-handler"],
+)
+def test_manage_py_prints_one_line_for_a_broken_config(tmp_path, yaml, module, line):
+    result = manage_py_check(tmp_path, yaml, module)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [
-        f"ployweb: {tmp_path / 'ploy.yaml'}: workflow.ORDERS.retries must be a whole number "
-        ">= 0, got -1"
-    ]
+    assert result.stderr.strip().splitlines() == [f"ployweb: {tmp_path}/{line}"]
 
 
 def test_async_workflow_functions_are_refused(tmp_path):
