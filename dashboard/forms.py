@@ -7,6 +7,7 @@ import json
 from django import forms
 
 from engine import registry
+from engine.schemas import InvalidJSON, parse_json_input
 
 INPUT_PLACEHOLDER = '{"action": "double", "value": 21}'
 
@@ -46,12 +47,17 @@ class TriggerForm(forms.Form):
         if not text.strip():
             return None
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as error:
+            # The API's reader: NaN, huge integers and deep nesting are refused here too.
+            return parse_json_input(text)
+        except InvalidJSON as error:
+            if error.line is None:
+                message = "Not valid JSON: %(problem)s."
+            else:
+                message = "Not valid JSON: %(problem)s at line %(line)d, column %(column)d."
             raise forms.ValidationError(
-                "Not valid JSON: %(problem)s at line %(line)d, column %(column)d.",
+                message,
                 code="invalid_json",
-                params={"problem": error.msg, "line": error.lineno, "column": error.colno},
+                params={"problem": error.problem, "line": error.line, "column": error.column},
             ) from None
 
 

@@ -55,6 +55,9 @@ def id_range(search: str) -> tuple[uuid.UUID, uuid.UUID]:
 
 
 def filtered_executions(filters: ListFilters) -> QuerySet[Execution]:
+    if "\x00" in filters.workflow:
+        # PostgreSQL cannot even compare a string holding NUL: refuse it on every database.
+        raise InvalidQuery("the workflow filter contains a NUL character: remove it")
     executions = Execution.objects.order_by("-id").defer(*LIST_DEFERRED)
     executions = filter_executions(executions, filters.workflow, filters.status)
     if filters.search:

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import functools
 import hmac
+import logging
+import re
 from collections.abc import Callable
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from ninja import Header, NinjaAPI, Path, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
+from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
 from engine import queries, registry, runtime
+from engine.config import shown
 from engine.errors import (
     ExecutionAlreadyFinished,
     ExecutionNotFound,
@@ -26,6 +30,7 @@ from engine.errors import (
 )
 from engine.records import ExecutionRecord
 from engine.schemas import (
+    JSON_VALUE,
     ErrorOut,
     ExecutionFilters,
     ExecutionOut,
@@ -36,6 +41,8 @@ from engine.schemas import (
     parse_json_input,
 )
 
+logger = logging.getLogger(__name__)
+
 # The most specific class in an error's MRO decides; any other PloyError is a server fault.
 STATUSES: dict[type[PloyError], int] = {
     NotJSONSerializable: 400,
@@ -45,6 +52,8 @@ STATUSES: dict[type[PloyError], int] = {
     PayloadTooLarge: 413,
 }
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# A Content-Length Django can read: digits only (int() would also take "-5", "+5" or " 5").
+CONTENT_LENGTH = re.compile(r"[0-9]{1,4000}")
 
 # What a client can do next with the executionId of a 202 (schemathesis follows these too).
 EXECUTION_LINKS = {
@@ -59,8 +68,10 @@ STARTED = {"responses": {202: {"links": EXECUTION_LINKS}}}
 TRIGGER_BODY = {
     "requestBody": {
         "required": False,
-        "description": "The workflow's input: any JSON document; an empty body means null.",
-        "content": {"application/json": {"schema": {}}},
+        "description": "The workflow's input: a JSON document of at most PLOY_MAX_PAYLOAD_BYTES "
+        "(1 MiB by default), nested at most 128 deep, whose strings hold no NUL character and no "
+        "lone surrogate, and whose numbers are finite; an empty body means null.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JsonValue"}}},
     },
     **STARTED,
 }
@@ -91,7 +102,8 @@ class ApiToken(HttpBearer):
 
 
 class PloyAPI(NinjaAPI):
-    """NinjaAPI whose 405 answers are JSON like every other error (ninja's are plain text)."""
+    """NinjaAPI whose 405 answers are JSON like every other error (ninja's are plain text), and
+    whose schema declares the bearer token only when one is set."""
 
     @property
     def urls(self) -> tuple[list, str, str]:
@@ -99,6 +111,21 @@ class PloyAPI(NinjaAPI):
         for pattern in patterns:
             pattern.callback = _json_405(pattern.callback)
         return patterns, app_name, namespace
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["JsonValue"] = JSON_VALUE
+        if not settings.PLOY_API_TOKEN:
+            # Every call is open: a client reading the schema must not be asked for a token.
+            components.pop("securitySchemes", None)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    operation["responses"].pop(401, None)
+        return schema
 
 
 def _json_405(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -132,7 +159,25 @@ router = Router(by_alias=True)
 @api.exception_handler(PloyError)
 def ploy_error(request: HttpRequest, error: PloyError) -> HttpResponse:
     status = next((STATUSES[cls] for cls in type(error).__mro__ if cls in STATUSES), 500)
+    if status == 500:
+        return server_error(request, error)
     return _error(request, status, str(error))
+
+
+@api.exception_handler(Exception)
+def server_error(request: HttpRequest, error: Exception) -> HttpResponse:
+    """A bug, not bad input: logged with its traceback, answered as JSON like any other error."""
+    logger.error("%s %s failed", request.method, request.path, exc_info=error)
+    return _error(
+        request, 500, f"internal server error ({type(error).__name__}): see the server's log"
+    )
+
+
+@api.exception_handler(SuspiciousOperation)
+@api.exception_handler(BadRequest)
+def bad_request(request: HttpRequest, error: Exception) -> HttpResponse:
+    """What Django itself answers 400 to (a malformed request), as JSON."""
+    return _error(request, 400, f"bad request: {error}" if str(error) else "bad request")
 
 
 @api.exception_handler(queries.InvalidQuery)
@@ -271,16 +316,7 @@ def _execution(execution_id: str) -> ExecutionOut:
 def _read_input(request: HttpRequest) -> object:
     """The body as JSON, refused by its declared length before it is read, then by its real one."""
     limit = settings.PLOY_MAX_PAYLOAD_BYTES
-    if "CONTENT_LENGTH" not in request.META and "chunked" in request.headers.get(
-        "Transfer-Encoding", ""
-    ):
-        # WSGI hands Django no chunked body: reading it would silently trigger with null.
-        raise HttpError(
-            411,
-            "the request body was sent chunked, without a Content-Length "
-            "header: send it with Content-Length (as curl -d does)",
-        )
-    declared = _content_length(request)
+    declared = _declared_length(request)
     if declared > limit:
         raise PayloadTooLarge("the request body", declared, limit)
     try:
@@ -296,11 +332,31 @@ def _read_input(request: HttpRequest) -> object:
         raise HttpError(400, message) from None
 
 
-def _content_length(request: HttpRequest) -> int:
-    try:
-        return max(int(request.META.get("CONTENT_LENGTH") or 0), 0)
-    except ValueError:
+def _declared_length(request: HttpRequest) -> int:
+    """Content-Length, checked before the body is read: Django would take "-5" or a chunked body
+    (which WSGI does not hand it) for an empty body, and fail on "abc"."""
+    declared = request.META.get("CONTENT_LENGTH") or ""  # runserver sets "" when it is absent
+    if "chunked" in request.headers.get("Transfer-Encoding", "").lower():
+        if declared:
+            raise HttpError(
+                400,
+                "the request has both Transfer-Encoding: chunked and Content-Length: "
+                "send only Content-Length",
+            )
+        raise HttpError(
+            411,
+            "the request body was sent chunked, without a Content-Length "
+            "header: send it with Content-Length (as curl -d does)",
+        )
+    if not declared:
         return 0
+    if not CONTENT_LENGTH.fullmatch(declared):
+        raise HttpError(
+            400,
+            f"the Content-Length header must be the body's size in bytes, got {shown(declared)}: "
+            "send the real size, or no body for null",
+        )
+    return int(declared)
 
 
 @router.api_operation(ALL_METHODS, "/{path:rest}", auth=None, include_in_schema=False)

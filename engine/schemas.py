@@ -24,7 +24,14 @@ MAX_DEPTH = 128
 
 
 class InvalidJSON(ValueError):
-    """User input that is not a JSON document; the message says where and why."""
+    """User input that is not a JSON document; the message says where and why, and `problem`,
+    `line` and `column` (where the parser knows them) let a form say it its own way."""
+
+    def __init__(
+        self, message: str, *, problem: str, line: int | None = None, column: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.problem, self.line, self.column = problem, line, column
 
 
 def parse_json_input(raw: bytes | str) -> object:
@@ -33,22 +40,29 @@ def parse_json_input(raw: bytes | str) -> object:
         try:
             raw = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            raise InvalidJSON(f"not UTF-8 text ({error.reason} at byte {error.start})") from None
+            problem = f"{error.reason} at byte {error.start}"
+            raise InvalidJSON(f"not UTF-8 text ({problem})", problem=problem) from None
     if not raw.strip(" \t\r\n"):
         return None
+    too_deep = f"JSON nested deeper than {MAX_DEPTH} levels"
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except json.JSONDecodeError as error:
+        where = f"at line {error.lineno} column {error.colno}"
         raise InvalidJSON(
-            f"not valid JSON ({error.msg} at line {error.lineno} column {error.colno})"
+            f"not valid JSON ({error.msg} {where})",
+            problem=error.msg,
+            line=error.lineno,
+            column=error.colno,
         ) from None
     except RecursionError:
-        raise InvalidJSON(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+        raise InvalidJSON(too_deep, problem=too_deep) from None
     except ValueError as error:
         # Integers over Python's digit limit, or NaN / Infinity (refused by _refuse_constant).
-        raise InvalidJSON(f"not valid JSON ({str(error).split(';')[0]})") from None
+        problem = str(error).split(";")[0]
+        raise InvalidJSON(f"not valid JSON ({problem})", problem=problem) from None
     if _depth(value) > MAX_DEPTH:
-        raise InvalidJSON(f"JSON nested deeper than {MAX_DEPTH} levels")
+        raise InvalidJSON(too_deep, problem=too_deep)
     return value
 
 
@@ -63,6 +77,27 @@ def _depth(value: object) -> int:
             deepest = max(deepest, depth)
             pending.extend((child, depth + 1) for child in item)
     return deepest
+
+
+# What parse_json_input and to_json accept, as JSON Schema (the API's trigger body). No schema
+# keyword bounds the depth, so the description states it.
+NO_NUL = r"^[^\u0000]*$"
+JSON_VALUE = {
+    "description": f"Any JSON value nested at most {MAX_DEPTH} deep whose strings (keys too) "
+    "hold no NUL character and no lone surrogate, and whose numbers are finite.",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "number"},
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
+        },
+    ],
+}
 
 
 def _refuse_constant(name: str) -> object:

@@ -513,7 +513,180 @@ def test_openapi_schema_lists_every_operation(client):
         ("/api/executions/{id}", "get"),
         ("/api/executions/{id}/cancel", "post"),
         ("/api/executions/{id}/rerun", "post"),
+        ("/api/workers", "get"),
     }
+
+
+def operations(schema: dict) -> list[dict]:
+    return [operation for item in schema["paths"].values() for operation in item.values()]
+
+
+def test_without_a_token_the_schema_declares_no_auth(client, settings):
+    settings.PLOY_API_TOKEN = None
+    schema = client.get("/api/openapi.json").json()
+    assert "securitySchemes" not in schema["components"]
+    for operation in operations(schema):
+        assert "security" not in operation, operation["operationId"]
+        assert "401" not in operation["responses"], operation["operationId"]
+
+
+def test_with_a_token_the_schema_declares_bearer_auth_everywhere(client, settings):
+    settings.PLOY_API_TOKEN = TOKEN
+    schema = client.get("/api/openapi.json").json()
+    [(name, scheme)] = schema["components"]["securitySchemes"].items()
+    assert scheme == {"type": "http", "scheme": "bearer"}
+    for operation in operations(schema):
+        assert operation["security"] == [{name: []}], operation["operationId"]
+        assert "401" in operation["responses"], operation["operationId"]
+
+
+def test_the_schema_says_what_a_trigger_body_may_hold(client):
+    """Any JSON, but no NUL in a string or a key (the API answers 400 to those)."""
+    schema = client.get("/api/openapi.json").json()
+    body = schema["paths"]["/api/workflows/{name}/trigger"]["post"]["requestBody"]
+    assert body["required"] is False
+    assert body["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/JsonValue"
+    }
+    value = schema["components"]["schemas"]["JsonValue"]
+    by_type = {choice["type"]: choice for choice in value["anyOf"]}
+    assert set(by_type) == {"null", "boolean", "number", "string", "array", "object"}
+    pattern = re.compile(by_type["string"]["pattern"])
+    assert pattern.search("any text, é, 😀") and not pattern.search("a\x00b")
+    assert by_type["object"]["propertyNames"] == {"pattern": by_type["string"]["pattern"]}
+    assert "nested at most 128 deep" in value["description"]
+
+
+# --- tokens are compared in constant time ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "status"),
+    [(TOKEN, 200), ("s3cret-tokem", 401), ("S3CRET-TOKEN", 401), ("x" * len(TOKEN), 401)],
+)
+def test_a_token_of_the_right_length_is_compared_in_constant_time(
+    client, settings, monkeypatch, token, status
+):
+    import hmac
+
+    compared: list[tuple[bytes, bytes]] = []
+    original = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return original(a, b)
+
+    monkeypatch.setattr("engine.api.hmac.compare_digest", compare_digest)
+    settings.PLOY_API_TOKEN = TOKEN
+    assert len(token) == len(TOKEN)
+    response = client.get("/api/workflows", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == status
+    assert compared == [(token.encode(), TOKEN.encode())]
+
+
+# --- malformed requests and server errors answer JSON ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("meta", "status", "detail"),
+    [
+        (
+            {"CONTENT_LENGTH": "abc"},
+            400,
+            "the Content-Length header must be the body's size in bytes, got 'abc'",
+        ),
+        ({"CONTENT_LENGTH": "-5"}, 400, "got '-5': send the real size, or no body for null"),
+        ({"CONTENT_LENGTH": "+7"}, 400, "got '+7'"),
+        ({"CONTENT_LENGTH": "9" * 5000}, 400, "got '9999"),
+        ({"CONTENT_LENGTH": ""}, 202, None),  # no length, not chunked: no body (HTTP/1.1)
+        (
+            {"CONTENT_LENGTH": "", "HTTP_TRANSFER_ENCODING": "chunked"},
+            411,
+            "the request body was sent chunked, without a Content-Length header",
+        ),
+        (
+            {"CONTENT_LENGTH": "7", "HTTP_TRANSFER_ENCODING": "gzip, Chunked"},
+            400,
+            "both Transfer-Encoding: chunked and Content-Length: send only Content-Length",
+        ),
+    ],
+)
+def test_a_malformed_content_length_is_refused_before_the_body_is_read(
+    client, meta, status, detail
+):
+    """runserver passes "" for a missing Content-Length; Django would read "-5" as no body."""
+    response = client.generic(
+        "POST",
+        "/api/workflows/DATA_FLOW/trigger",
+        b'{"a": 1}',
+        content_type="application/json",
+        **meta,
+    )
+    assert response.status_code == status
+    assert response["Content-Type"].startswith("application/json")
+    if detail:
+        assert detail in response.json()["detail"]
+        assert len(response.json()["detail"]) < 300
+        assert Execution.objects.count() == 0
+
+
+def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_as_json(
+    client, monkeypatch, caplog
+):
+    def broken(execution_id: object) -> None:
+        raise RuntimeError("the database fell over")
+
+    monkeypatch.setattr("engine.api.queries.get_execution", broken)
+    response = client.get(f"/api/executions/{uuid.uuid4()}")
+    assert response.status_code == 500
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json() == {
+        "detail": "internal server error (RuntimeError): see the server's log"
+    }
+    [record] = [record for record in caplog.records if record.name == "engine.api"]
+    assert record.levelname == "ERROR"
+    assert record.exc_info and record.exc_info[0] is RuntimeError
+    assert "the database fell over" in caplog.text and "Traceback" in caplog.text
+
+
+def test_a_ploy_error_with_no_status_is_a_logged_500(client, monkeypatch, caplog):
+    from engine.errors import PloyError
+
+    def broken(name: str, input: object, *, idempotency_key: str | None) -> None:
+        raise PloyError("not meant to reach a client")
+
+    monkeypatch.setattr("engine.api.runtime.trigger", broken)
+    response = trigger(client, "DATA_FLOW", "{}")
+    assert response.status_code == 500
+    assert response.json()["detail"].startswith("internal server error (PloyError)")
+    assert "Traceback" in caplog.text
+
+
+def test_a_bad_host_answers_json_under_api_and_html_elsewhere(client):
+    """Django refuses it before any view runs, with its own handler400."""
+    api = client.get("/api/workflows", headers={"Host": "bad host"})
+    assert api.status_code == 400
+    assert api.json()["detail"].startswith("bad request")
+    page = client.get("/", headers={"Host": "bad host"})
+    assert page.status_code == 400
+    assert page["Content-Type"].startswith("text/html")
+
+
+def test_the_site_wide_500_handler_logs_and_answers_json_under_api(rf, caplog):
+    from django.urls import get_resolver
+
+    handler = get_resolver().resolve_error_handler(500)
+    for path, content_type in [("/api/executions", "application/json"), ("/", "text/html")]:
+        try:
+            raise RuntimeError("outside any view")
+        except RuntimeError:
+            response = handler(rf.get(path))
+        assert response.status_code == 500
+        assert response["Content-Type"].startswith(content_type)
+    assert json.loads(handler(rf.get("/api/x")).content) == {
+        "detail": "internal server error: see the server's log"
+    }
+    assert caplog.text.count("RuntimeError: outside any view") == 2
 
 
 # --- end to end -------------------------------------------------------------------------------
