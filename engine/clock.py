@@ -1,20 +1,33 @@
 """The database's clock, as seen from this host: ownership and wake times never trust the host.
 
-The heartbeat measures how far the database's clock is from this host's each second (on
-PostgreSQL; a SQLite file lives on this host, so there the two are the same clock).
+On PostgreSQL the offset between the database's clock and this host's is measured by each
+worker's heartbeat every second, and by any other process at least once a minute. A SQLite
+file lives on this host, so there the two are the same clock.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from datetime import datetime, timedelta
 
+from django.db import DatabaseError, connection
 from django.utils import timezone
 
+# A process without a heartbeat (the web app, a script) measures again this often.
+MEASURED_FOR_SECONDS = 60.0
+
 _offset = timedelta(0)
+_measured_at = float("-inf")
+_lock = threading.Lock()
 
 
 def now() -> datetime:
     """The database's current time, to within half a round trip."""
+    if connection.vendor == "postgresql" and time.monotonic() - _measured_at > MEASURED_FOR_SECONDS:
+        with contextlib.suppress(DatabaseError):  # unreachable: keep the last offset
+            measure()
     return timezone.now() + _offset
 
 
@@ -23,10 +36,21 @@ def to_host(moment: datetime) -> datetime:
     return moment - _offset
 
 
+def measure() -> None:
+    """Read the database's clock once (PostgreSQL only)."""
+    sent = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement_timestamp()")
+        (database_time,) = cursor.fetchone()
+    observe(database_time, sent, timezone.now())
+
+
 def observe(database_time: datetime, sent: datetime, received: datetime) -> None:
     """Record the offset from a database timestamp read between `sent` and `received`."""
-    global _offset
-    _offset = database_time - (sent + (received - sent) / 2)
+    global _offset, _measured_at
+    with _lock:
+        _offset = database_time - (sent + (received - sent) / 2)
+        _measured_at = time.monotonic()
 
 
 def offset() -> timedelta:

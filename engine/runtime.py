@@ -150,6 +150,10 @@ def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
         logger.warning("ignoring a queue message for %r: not an execution id", execution_id)
         return
     worker = workers.current()
+    if not worker.is_healthy:
+        # Cut off from the database (no heartbeat): leave it to a worker that has one.
+        enqueue(execution_uuid, at=clock.now() + timedelta(seconds=1))
+        return
     try:
         execution = claim(execution_uuid, worker.id, now)
     except EngineUnavailable as error:

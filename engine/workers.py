@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Released executions jump the queue: recovery must not wait behind a backlog of new work.
 RELEASED_PRIORITY = 100
 LIVE_STATUSES = (WorkerStatus.ALIVE, WorkerStatus.STOPPING)
+# After an engine error, the execution is tried again this much later.
+ENGINE_ERROR_RETRY_SECONDS = 1.0
 DEAD_ROWS_KEPT = timedelta(hours=1)
 
 
@@ -124,7 +126,7 @@ class WorkerProcess:
             pending = list(self._to_release.values())
         for claim in pending:
             try:
-                release_claim(claim)
+                release_claim(claim, retry_in=ENGINE_ERROR_RETRY_SECONDS)
             except DatabaseError as error:
                 logger.warning("execution %s: cannot release it yet: %s", claim.execution_id, error)
                 continue
@@ -135,10 +137,15 @@ class WorkerProcess:
         with self._lock:
             return [str(execution_id) for execution_id in self._held]
 
-    def check_can_commit(self) -> None:
-        """A worker that could not heartbeat for the timeout may have been declared dead."""
+    @property
+    def is_healthy(self) -> bool:
+        """False while this worker could not heartbeat for the timeout (it may be declared dead)."""
         silent = time.monotonic() - self._last_beat
-        if self._heartbeat is not None and silent > settings.PLOY_WORKER_TIMEOUT_SECONDS:
+        return self._heartbeat is None or silent <= settings.PLOY_WORKER_TIMEOUT_SECONDS
+
+    def check_can_commit(self) -> None:
+        silent = time.monotonic() - self._last_beat
+        if not self.is_healthy:
             raise EngineUnavailable(f"no heartbeat for {silent:.1f} s: not committing")
 
     def beat_succeeded(self) -> None:
@@ -172,9 +179,10 @@ def register(worker: WorkerProcess) -> None:
         pid=worker.pid,
         threads=worker.threads,
         status=WorkerStatus.ALIVE,
-        started_at=clock.now(),
+        started_at=Now(),
         last_seen_at=Now(),
     )
+    beat(worker)  # measures the database's clock before the first claim
     predecessors = Worker.objects.filter(
         host=worker.host, pid=worker.pid, status__in=LIVE_STATUSES
     ).exclude(id=worker.id)
@@ -249,12 +257,16 @@ def release_owned_by(owners: list[str]) -> int:
     return len(ids)
 
 
-def release_claim(claim: Claim) -> None:
-    """Hand one execution over: unowned, due as it was, queued ahead of new work."""
+def release_claim(claim: Claim, *, retry_in: float = 0) -> None:
+    """Hand one execution over: unowned, due as it was, queued ahead of new work (or, after an
+    engine error, again in `retry_in` seconds, so a failing database is not retried in a loop)."""
     from engine.runtime import enqueue
 
     if claim.owned.update(owner=None):
-        enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
+        if retry_in:
+            enqueue(claim.execution_id, at=clock.now() + timedelta(seconds=retry_in))
+        else:
+            enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
 
 
 def prune_dead() -> None:

@@ -3,6 +3,7 @@ prove how often each body ran across processes, replays and restarts."""
 
 import importlib.util
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -112,7 +113,10 @@ def sleeper(*, input, step, execution_id):
 
 def slow(*, input, step, execution_id):
     step.run("first", counted(execution_id, "first", lambda: 1))
-    step.run("slow", counted(execution_id, "slow", lambda: time.sleep(input["seconds"])))
+    # Event.wait, not time.sleep: libfaketime (the clock-skew tests) breaks sleeps on absolute
+    # monotonic deadlines.
+    slow_body = counted(execution_id, "slow", lambda: threading.Event().wait(input["seconds"]))
+    step.run("slow", slow_body)
     step.run("last", counted(execution_id, "last", lambda: 3))
     return "done"
 
