@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from engine import step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release
+from engine.config import check_retries
 from engine.errors import PloyError, StepFailed, StepMisuse
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
@@ -112,7 +113,10 @@ class StepContext:
                 raise self._latch(Suspend(step.wake_at))
             if step.attempt_count - step.failure_count >= MAX_INTERRUPTED_ATTEMPTS:
                 raise self._give_up_interrupted(step)
-        retries = self._retries if retries is None else _check_retries(name, retries)
+        if retries is None:
+            retries = self._retries
+        else:
+            retries = check_retries(f"step.run({name!r}, retries=...)", retries)
         snapshot = to_json(input, f"the input of step {name!r}")
         if workers.current().stopping.is_set():
             raise self._latch(Release())  # no new step bodies once the worker is stopping
@@ -280,11 +284,3 @@ def _check_step_name(name: object) -> None:
         raise TypeError(f"step.run(name, fn): name must be a non-empty string, got {name!r}")
     if name.startswith(SLEEP_PREFIX):
         raise ValueError(f"step name {name!r} is reserved for step.sleep(): choose another name")
-
-
-def _check_retries(name: str, retries: object) -> int:
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(
-            f"step.run({name!r}, retries=...) must be a whole number >= 0, got {retries!r}"
-        )
-    return retries

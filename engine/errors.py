@@ -27,8 +27,10 @@ class UnknownWorkflow(PloyError):
 
 class ExecutionNotFound(PloyError):
     def __init__(self, execution_id: object) -> None:
+        from engine.config import shown
+
         self.execution_id = str(execution_id)
-        super().__init__(f"no execution with id {self.execution_id!r}")
+        super().__init__(f"no execution with id {shown(self.execution_id)}")
 
 
 class ExecutionAlreadyFinished(PloyError):

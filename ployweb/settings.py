@@ -70,6 +70,7 @@ if django.VERSION < (6, 0):
     INSTALLED_APPS.append("template_partials")
 
 MIDDLEWARE = [
+    "ployweb.middleware.ContentLengthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -181,6 +182,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "engine": {"handlers": ["console"], "level": os.environ.get("PLOY_LOG_LEVEL", "INFO")},
+        "ployweb": {"handlers": ["console"], "level": "INFO"},
         "huey": {"handlers": ["console"], "level": "INFO"},
     },
 }

@@ -487,3 +487,13 @@ def test_a_server_error_is_answered_as_json_and_its_traceback_reaches_the_log():
     assert "GET /api/executions failed" in result.stderr
     assert "RuntimeError: boom outside any view" in result.stderr
     assert result.stderr.count("Traceback (most recent call last)") == 2
+
+
+def test_a_dashboard_post_with_a_malformed_content_length_is_a_400(client):
+    response = client.post(
+        "/trigger/",
+        data="binding=DATA_FLOW",
+        CONTENT_LENGTH="abc",
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 400

@@ -354,6 +354,8 @@ def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
         context.run("sleep:1", lambda: 1)
     with pytest.raises(ValueError, match="must be a whole number >= 0, got -1"):
         context.run("a", lambda: 1, retries=-1)
+    with pytest.raises(ValueError, match=r"must be at most 1000, got 3000000000: use a smaller"):
+        context.run("b", lambda: 1, retries=3_000_000_000)
     with pytest.raises(TypeError, match="fn must be a function"):
         context.run("a", 42)
     with pytest.raises(ValueError, match="milliseconds >= 0, got -5"):
