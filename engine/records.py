@@ -17,6 +17,7 @@ class AttemptRecord:
     error: dict | None
     started_at: datetime | None
     finished_at: datetime | None
+    worker: str = ""  # the id of the worker that ran it
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptRecord:
@@ -33,6 +34,7 @@ class AttemptRecord:
             error=error,
             started_at=attempt.started_at,
             finished_at=attempt.finished_at,
+            worker=attempt.worker,
         )
 
 
@@ -109,7 +111,7 @@ class ExecutionRecord:
 STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
 STEP_FIELDS += ("wake_at",)
 ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
-ATTEMPT_FIELDS += ("started_at", "finished_at")
+ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
 
 
 def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
@@ -155,4 +157,5 @@ def _attempt_record(row: dict) -> AttemptRecord:
         error=error,
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        worker=row["worker"],
     )

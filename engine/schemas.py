@@ -142,6 +142,7 @@ class AttemptOut(CamelSchema):
     error: AttemptErrorOut | None
     started_at: UtcTime | None
     finished_at: UtcTime | None
+    worker: str = Field(description="the id of the worker that ran it (GET /api/workers)")
 
 
 class StepOut(CamelSchema):

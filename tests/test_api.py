@@ -254,6 +254,7 @@ def test_get_answers_the_full_execution_in_camel_case(client):
         "error": None,
         "startedAt": running["startedAt"],
         "finishedAt": None,
+        "worker": "",  # made here by hand, not run by a worker
     }
 
 
@@ -268,6 +269,10 @@ def test_get_a_completed_execution_with_its_three_steps(client):
     assert {step["status"] for step in body["steps"]} == {"completed"}
     assert all(len(step["attempts"]) == 1 for step in body["steps"])
     assert UTC_TIME.match(body["finishedAt"])
+    # each attempt names the worker that ran it: here, this process
+    from engine import workers
+
+    assert {step["attempts"][0]["worker"] for step in body["steps"]} == {workers.current().id}
 
 
 @pytest.mark.django_db(transaction=True)
