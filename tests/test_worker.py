@@ -85,6 +85,21 @@ def test_two_workers_never_run_a_step_twice(start_worker):
         assert calls(execution_id) == ["validate", "process", "store"]
 
 
+def test_an_execution_without_sleeps_costs_one_task_run(start_worker):
+    workers = [start_worker(threads=2), start_worker(threads=2)]
+    ids = [
+        runtime.trigger("DATA_FLOW", {"action": "double", "value": n}).execution_id
+        for n in range(20)
+    ]
+    for execution_id in ids:
+        assert finished(execution_id).status == "completed"
+    time.sleep(2)  # what a watchdog or a duplicate sweep would have run by now
+    runs = sum(
+        w.log.read_text().count("Executing engine.tasks.ploy.run_execution") for w in workers
+    )
+    assert runs == 20  # no watchdog per claim, no periodic task per worker
+
+
 def test_a_step_longer_than_the_lease_keeps_it(start_worker):
     start_worker(threads=2)
     start_worker(threads=2)
