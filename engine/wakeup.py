@@ -26,7 +26,8 @@ LISTENERS_CACHED_SECONDS = 1.0
 
 
 def enabled() -> bool:
-    return settings.HUEY.get("huey_class") == "huey.SqliteHuey"
+    """A SQLite queue (a file on this host) is polled; Redis blocks and needs no nudge."""
+    return "filename" in settings.HUEY
 
 
 def _folder() -> Path:

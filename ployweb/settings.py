@@ -146,7 +146,12 @@ def _huey(url: str | None) -> dict:
         # The priority queue lets released executions of dead workers jump a backlog.
         return {**common, "huey_class": "huey.PriorityRedisHuey", "url": url, "consumer": consumer}
     filename = urlparse(url).path if url else str(PLOY_DATA_DIR / "queue.sqlite3")
-    return {**common, "huey_class": "huey.SqliteHuey", "filename": filename, "consumer": consumer}
+    return {
+        **common,
+        "huey_class": "engine.queue.SqliteQueue",
+        "filename": filename,
+        "consumer": consumer,
+    }
 
 
 HUEY = _huey(os.environ.get("PLOY_QUEUE_URL"))
