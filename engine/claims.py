@@ -19,6 +19,7 @@ from django.db.models import F, Value
 from django.db.models.functions import Coalesce, Now
 
 from engine.models import Execution, ExecutionQuerySet, ExecutionStatus
+from engine.writes import serialized
 
 # Per transaction: PostgreSQL acknowledges the commit before its WAL reaches the disk.
 ASYNCHRONOUS_COMMIT = "SET LOCAL synchronous_commit = off"
@@ -68,7 +69,8 @@ class Claim:
 
         workers.current().check_can_commit()
         try:
-            return self.owned.update(**fields) == 1
+            with serialized():
+                return self.owned.update(**fields) == 1
         except DatabaseError as error:
             raise EngineUnavailable(f"{type(error).__name__}: {error}") from error
 
@@ -85,7 +87,7 @@ class Claim:
 
         workers.current().check_can_commit()
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
+            with serialized(), transaction.atomic(), connection.cursor() as cursor:
                 if not durable and connection.vendor == "postgresql":
                     cursor.execute(ASYNCHRONOUS_COMMIT)
                 cursor.execute(*self._fence_sql)
@@ -110,15 +112,16 @@ def claim(execution_id: uuid.UUID, owner: str, now: datetime | None = None) -> E
     execution as claimed. Due means by the database's clock, unless `now` is given (tests)."""
     due_by = Now() if now is None else now
     try:
-        taken = (
-            Execution.objects.due(due_by)
-            .filter(id=execution_id)
-            .update(
-                owner=owner,
-                run_count=F("run_count") + 1,
-                started_at=Coalesce(F("started_at"), Value(now) if now else Now()),
+        with serialized():
+            taken = (
+                Execution.objects.due(due_by)
+                .filter(id=execution_id)
+                .update(
+                    owner=owner,
+                    run_count=F("run_count") + 1,
+                    started_at=Coalesce(F("started_at"), Value(now) if now else Now()),
+                )
             )
-        )
         # Read back for the epoch; None if this worker was declared dead and released it again.
         return Execution.objects.filter(id=execution_id, owner=owner).first() if taken else None
     except DatabaseError as error:

@@ -33,6 +33,7 @@ from engine.models import (
 from engine.payloads import error_details, to_json
 from engine.queries import parse_execution_id
 from engine.registry import WorkflowDefinition
+from engine.writes import serialized
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def trigger(
     now = clock.now()
     claimed = {"owner": workers.current().id, "run_count": 1, "started_at": now} if run_here else {}
     try:
-        with transaction.atomic():
+        with serialized(), transaction.atomic():
             execution = Execution.objects.create(
                 binding=binding.binding,
                 workflow=binding.name,
