@@ -102,6 +102,7 @@ class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
 
 class StepInline(PayloadMixin, ReadOnlyMixin, admin.TabularInline):
     model = Step
+    fk_name = "execution"
     extra = 0
     show_change_link = True
     fields = (

@@ -18,7 +18,7 @@ from ninja.openapi.docs import Swagger
 from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
-from engine import queries, registry, runtime
+from engine import events, queries, registry, runtime
 from engine.config import shown
 from engine.errors import (
     ExecutionAlreadyFinished,
@@ -32,6 +32,8 @@ from engine.records import ExecutionRecord
 from engine.schemas import (
     JSON_VALUE,
     ErrorOut,
+    EventIn,
+    EventOut,
     ExecutionFilters,
     ExecutionOut,
     ExecutionPageOut,
@@ -46,6 +48,7 @@ logger = logging.getLogger(__name__)
 # The most specific class in an error's MRO decides; any other PloyError is a server fault.
 STATUSES: dict[type[PloyError], int] = {
     NotJSONSerializable: 400,
+    events.InvalidEvent: 400,
     UnknownWorkflow: 404,
     ExecutionNotFound: 404,
     ExecutionAlreadyFinished: 409,
@@ -277,6 +280,18 @@ def cancel_execution(request: HttpRequest, id: str) -> ExecutionOut:
 
 
 @router.post(
+    "/executions/{id}/events",
+    operation_id="sendEvent",
+    response={202: EventOut, **_errors(400, 401, 404, 409, 413, 422)},
+    tags=["executions"],
+)
+def send_event(request: HttpRequest, id: str, event: EventIn) -> Status[EventOut]:
+    """Send an event to a running execution; the first wait for its type receives it."""
+    event_id = events.send_event(id, event.type, event.payload)
+    return Status(202, EventOut(event_id=event_id))
+
+
+@router.post(
     "/executions/{id}/rerun",
     operation_id="rerunExecution",
     response={202: TriggerOut, **_errors(401, 404)},
@@ -302,9 +317,10 @@ def get_execution(request: HttpRequest, id: str) -> ExecutionOut:
 
 def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> None:
     """A misspelt filter (`?stauts=failed`) must not silently list everything."""
-    unknown = sorted(set(request.GET) - set(schema.model_fields))
+    names = [field.alias or name for name, field in schema.model_fields.items()]
+    unknown = sorted(set(request.GET) - set(names))
     if unknown:
-        known = ", ".join(schema.model_fields)
+        known = ", ".join(names)
         raise queries.InvalidQuery(f"unknown query parameter {unknown[0]!r}: use {known}")
 
 

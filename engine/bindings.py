@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.db import connection
 
-from engine import queries, registry, runtime, workers
+from engine import events, queries, registry, runtime, workers
 from engine.config import BindingConfig
 from engine.database import Database, databases_of
 from engine.errors import StepMisuse
@@ -45,6 +45,11 @@ class WorkflowBinding:
 
     def get_execution(self, execution_id: str) -> ExecutionRecord:
         return load_record(execution_id, workflow=self.config.name)
+
+    def send_event(self, execution_id: str, event_type: str, payload: object = None) -> str:
+        """Send an event to one of this binding's executions; its id."""
+        queries.get_execution(execution_id, workflow=self.config.name)
+        return events.send_event(execution_id, event_type, payload)
 
     def cancel(self, execution_id: str) -> ExecutionRecord:
         # Only this binding's workflow: check before changing anything.

@@ -72,6 +72,22 @@ class StepFailed(PloyError):
         )
 
 
+class EventTimeout(StepFailed):
+    """`step.wait_for_event` saw no event of its type before its timeout; not retried."""
+
+    def __init__(self, step_name: str, event_type: str, timeout_ms: float) -> None:
+        PloyError.__init__(
+            self,
+            f"step {step_name!r} waited {timeout_ms:g} ms for an event of type {event_type!r} "
+            "and none came",
+        )
+        self.step_name = step_name
+        self.error_type = "EventTimeout"
+        self.error_message = str(self)
+        self.attempts = 0
+        self.event_type = event_type
+
+
 class StepMisuse(PloyError):
     """`step` used in a way that cannot work (nested steps, an async step function)."""
 

@@ -20,6 +20,7 @@ class ExecutionStatus(models.TextChoices):
 class StepStatus(models.TextChoices):
     RUNNING = "running"
     SLEEPING = "sleeping"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -66,6 +67,13 @@ class Execution(models.Model):
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    # A child started by a parent's `step.invoke` / `invoke_many`: which step, and its place
+    # among that step's children (the order of the outputs).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    parent_step = models.CharField(max_length=200, blank=True, default="")
+    parent_index = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField()
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -88,6 +96,7 @@ class Execution(models.Model):
             models.Index(fields=["created_at"], name="execution_created"),
             models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
             models.Index(fields=["owner"], name="execution_owner"),
+            models.Index(fields=["parent", "parent_step", "status"], name="execution_parent"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -121,8 +130,13 @@ class Step(models.Model):
     failure_count = models.PositiveIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # A sleep's wake time, or when a failed step's next attempt is due.
+    # A sleep's wake time, when a failed step's next attempt is due, or a wait's timeout.
     wake_at = models.DateTimeField(null=True, blank=True)
+    # What a `waiting` step waits for: an event type, or the child execution of an invoke.
+    event_type = models.CharField(max_length=200, blank=True, default="")
+    child = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["execution", "position"]
@@ -160,6 +174,29 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} ({self.status})"
+
+
+class Event(models.Model):
+    """Something sent to an execution; kept until a wait for its type consumes it, once."""
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=200)
+    payload = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    consumed_by = models.ForeignKey(
+        Step, null=True, blank=True, on_delete=models.SET_NULL, related_name="events"
+    )
+    consumed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["execution", "type", "consumed_by", "id"], name="event_waiting"),
+        ]
+
+    def __str__(self) -> str:
+        return f"event {self.type} for {self.execution_id}"
 
 
 class WorkerStatus(models.TextChoices):

@@ -58,9 +58,15 @@ def list_executions(
     status: str | None = None,
     limit: int = 50,
     cursor: str | None = None,
+    parent_id: str | None = None,
 ) -> Page:
     """Newest first, keyset-paged on the time-ordered id: no OFFSET and no COUNT(*)."""
     executions = filter_executions(Execution.objects.order_by("-id"), workflow, status)
+    if parent_id:
+        try:
+            executions = executions.filter(parent_id=parse_execution_id(parent_id))
+        except ExecutionNotFound:
+            executions = executions.none()  # an id that names no execution has no children
     return keyset_page(executions, limit=limit, cursor=cursor)
 
 

@@ -49,6 +49,7 @@ class StepRecord:
     finished_at: datetime | None
     wake_at: datetime | None
     attempts: list[AttemptRecord] = field(default_factory=list)
+    child_id: str | None = None  # the child execution of an invoke step
 
     @classmethod
     def of(cls, step: Step) -> StepRecord:
@@ -62,6 +63,7 @@ class StepRecord:
             finished_at=step.finished_at,
             wake_at=step.wake_at,
             attempts=[AttemptRecord.of(attempt) for attempt in step.attempts.all()],
+            child_id=str(step.child_id) if step.child_id else None,
         )
 
 
@@ -78,6 +80,7 @@ class ExecutionRecord:
     started_at: datetime | None
     finished_at: datetime | None
     steps: list[StepRecord] | None = None
+    parent_id: str | None = None  # the execution whose invoke step started this one
 
     @classmethod
     def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
@@ -94,6 +97,7 @@ class ExecutionRecord:
             started_at=execution.started_at,
             finished_at=execution.finished_at,
             steps=[StepRecord.of(step) for step in execution.steps.all()] if with_steps else None,
+            parent_id=str(execution.parent_id) if execution.parent_id else None,
         )
 
     def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:
@@ -109,7 +113,7 @@ class ExecutionRecord:
 
 
 STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
-STEP_FIELDS += ("wake_at",)
+STEP_FIELDS += ("wake_at", "child_id")
 ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
 
@@ -136,6 +140,7 @@ def load_record(execution_id: object, *, workflow: str | None = None) -> Executi
         record = steps.get(step["id"])
         if record is None:
             del step["id"]
+            step["child_id"] = str(step["child_id"]) if step["child_id"] else None
             record = steps.setdefault(row[0], StepRecord(**step))
         attempt = dict(zip(ATTEMPT_FIELDS, row[len(STEP_FIELDS) :], strict=True))
         if attempt["number"] is not None:

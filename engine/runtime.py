@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -107,7 +109,7 @@ def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Ex
     """Cancelled at once; a worker running it stops at its next step boundary."""
     execution_uuid = parse_execution_id(execution_id)
     now = now or clock.now()
-    with transaction.atomic():
+    with serialized(), transaction.atomic():
         # An execution whose failure is recorded is failing (its on_error hook runs or is due):
         # it ends as failed, never cancelled after the hook ran.
         cancelled = (
@@ -130,7 +132,17 @@ def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Ex
             error_message="the execution was cancelled while this attempt ran",
             finished_at=now,
         )
-    return _get(execution_uuid)
+        Step.objects.filter(execution_id=execution_uuid, status=StepStatus.WAITING).update(
+            status=StepStatus.CANCELLED, finished_at=now, wake_at=None
+        )
+        execution = _get(execution_uuid)
+        if execution.parent_id is not None:
+            _wake_parent(execution)  # a cancelled child fails its parent's step
+    # Cancelling a parent cancels its running children, and theirs.
+    for child_id in execution.children.running().values_list("id", flat=True):
+        with contextlib.suppress(ExecutionAlreadyFinished):
+            cancel_execution(child_id, now=now)
+    return execution
 
 
 def _get(execution_id: object) -> Execution:
@@ -229,7 +241,7 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
     try:
         output = _outcome(definition, context, arguments)
     except Suspend as suspension:
-        _suspend(execution, held, suspension.wake_at)
+        _suspend(execution, held, suspension)
     except Abandon:
         logger.info("execution %s: stopped, it was cancelled or handed over", execution.id)
     except Exception as error:
@@ -267,8 +279,17 @@ def _env() -> object:
     return current_env()
 
 
-def _suspend(execution: Execution, held: Claim, wake_at: datetime) -> None:
-    if held.write(wake_at=wake_at, owner=None):
+def _suspend(execution: Execution, held: Claim, suspension: Suspend) -> None:
+    """Release it until its wake time; a wait that is over meanwhile makes it due at once."""
+    wake_at = suspension.wake_at
+    try:
+        with held.hold():
+            if suspension.ready is not None and suspension.ready():
+                wake_at = clock.now()
+            held.owned.update(wake_at=wake_at, owner=None)
+    except Abandon:
+        return
+    if wake_at is not None:
         enqueue(execution.id, at=wake_at)
 
 
@@ -305,16 +326,62 @@ def _finish(
     error: dict | None = None,
 ) -> None:
     # Fenced on the claim: a worker that lost it can never overwrite a cancel.
-    finished = held.write(
-        status=status,
-        output=output,
-        error=error,
-        finished_at=now,
-        wake_at=None,
-        owner=None,
-    )
+    fields = {"status": status, "output": output, "error": error, "finished_at": now}
+    fields |= {"wake_at": None, "owner": None}
+    if execution.parent_id is None:
+        finished = held.write(**fields)
+    else:
+        try:
+            with held.hold():  # its parent learns of it in the same transaction
+                finished = held.owned.update(**fields) == 1
+                _wake_parent(execution)
+        except Abandon:
+            finished = False
     if finished:
         logger.info("execution %s: %s", execution.id, status)
+
+
+def _wake_parent(child: Execution) -> None:
+    """The parent's wait is over once the last child of its step has ended."""
+    parents = Execution.objects.running().filter(id=child.parent_id)
+    if not list(parents.select_for_update().values_list("id", flat=True)):
+        return  # the parent ended; locked otherwise, so two last children cannot both miss
+    siblings = Execution.objects.running().filter(
+        parent_id=child.parent_id, parent_step=child.parent_step
+    )
+    if siblings.exclude(id=child.id).exists():
+        return
+    woken = parents.update(wake_at=Now())
+    if woken and not parents.filter(owner__isnull=False).exists():
+        transaction.on_commit(partial(enqueue, child.parent_id))
+
+
+def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.UUID]:
+    """The children of an invoke step, in the step's own transaction: started exactly once."""
+    config = registry.current().config.binding(binding)
+    now = clock.now()
+    children = [
+        Execution(
+            binding=config.binding,
+            workflow=config.name,
+            input=input,
+            idempotency_key=f"child:{step.execution_id}:{_short_hash(step.name)}:{index}",
+            parent_id=step.execution_id,
+            parent_step=step.name,
+            parent_index=index,
+            created_at=now,
+            wake_at=now,
+        )
+        for index, input in enumerate(inputs)
+    ]
+    Execution.objects.bulk_create(children, batch_size=500)
+    ids = [child.id for child in children]
+    transaction.on_commit(lambda: [enqueue(child_id) for child_id in ids])
+    return ids
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: int = 0) -> None:

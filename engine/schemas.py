@@ -153,8 +153,11 @@ class StepOut(CamelSchema):
     error: dict | None
     started_at: UtcTime | None
     finished_at: UtcTime | None
-    wake_at: UtcTime | None = Field(description="When a sleep ends or the next retry is due.")
+    wake_at: UtcTime | None = Field(
+        description="When a sleep ends, the next retry is due, or a wait times out."
+    )
     attempts: list[AttemptOut]
+    child_id: str | None = Field(None, description="The child execution of an invoke step.")
 
 
 class ExecutionSummaryOut(CamelSchema):
@@ -168,6 +171,9 @@ class ExecutionSummaryOut(CamelSchema):
     created_at: UtcTime
     started_at: UtcTime | None
     finished_at: UtcTime | None
+    parent_id: str | None = Field(
+        None, description="The execution whose invoke step started this one; null at the top."
+    )
 
 
 class ExecutionOut(ExecutionSummaryOut):
@@ -235,3 +241,18 @@ class ExecutionFilters(Schema):
     status: StatusFilter = Field(None, description="An execution status.")
     limit: int = Field(50, ge=1, le=MAX_PAGE_SIZE)
     cursor: Cursor = Field(None, description="The nextCursor of the previous page.")
+    parent_id: str | None = Field(
+        None, alias="parentId", max_length=100, description="Only the children of this execution."
+    )
+
+
+class EventIn(Schema):
+    """POST /api/executions/{id}/events."""
+
+    # Not blank, no NUL (a name like "approval").
+    type: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]*[^\s\x00][^\x00]*$")
+    payload: object = None
+
+
+class EventOut(CamelSchema):
+    event_id: str

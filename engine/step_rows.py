@@ -66,6 +66,7 @@ def insert_step(
         "attempt_count": 1,
         "failure_count": 0,
         "started_at": now,
+        "event_type": "",
     }
     step_id = _insert(Step, values)
     return Step(id=step_id, **values)

@@ -514,6 +514,7 @@ def test_openapi_schema_lists_every_operation(client):
     assert {(path, method) for path, item in schema["paths"].items() for method in item} == {
         ("/api/workflows", "get"),
         ("/api/workflows/{name}/trigger", "post"),
+        ("/api/executions/{id}/events", "post"),
         ("/api/executions", "get"),
         ("/api/executions/{id}", "get"),
         ("/api/executions/{id}/cancel", "post"),

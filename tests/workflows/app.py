@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+from engine.errors import EventTimeout
+
 _example = Path(__file__).resolve().parents[2] / "ploy.py"
 _spec = importlib.util.spec_from_file_location("ploy_example", _example)
 example = importlib.util.module_from_spec(_spec)
@@ -257,3 +259,64 @@ def chain(*, input, step):
 
 
 workflows["chain"] = chain
+
+
+def approval(*, input, step, execution_id):
+    """A human in the loop: wait for an approval (or time out), then act on it."""
+    step.run("request", counted(execution_id, "request", lambda: {"sent": True}))
+    try:
+        decision = step.wait_for_event("approval", "approval", timeout_ms=input.get("timeout_ms"))
+    except EventTimeout:
+        step.run("escalate", counted(execution_id, "escalate", lambda: "escalated"))
+        return "timed out"
+    step.run("act", counted(execution_id, "act", lambda: decision))
+    return decision
+
+
+def two_events(*, step, execution_id):
+    first = step.wait_for_event("first", "note")
+    second = step.wait_for_event("second", "note")
+    return [first, second]
+
+
+def double(*, input, step, execution_id):
+    """A child: doubles its input's value (fails on a negative one)."""
+
+    def body():
+        record(execution_id, "double")
+        if input["value"] < 0:
+            raise ValueError(f"negative value {input['value']}")
+        return input["value"] * 2
+
+    return step.run("double", body, retries=0)
+
+
+def parent(*, input, step, execution_id):
+    one = step.invoke("one", "DOUBLE", {"value": input["value"]})
+    many = step.invoke_many("many", "DOUBLE", [{"value": v} for v in input["values"]])
+    step.run("after", counted(execution_id, "after", lambda: None))
+    return {"one": one, "many": many}
+
+
+def parent_of_parents(*, input, step):
+    return step.invoke("inner", "PARENT", input)
+
+
+workflows["approval"] = approval
+workflows["two_events"] = two_events
+workflows["double"] = double
+workflows["parent"] = parent
+workflows["parent_of_parents"] = parent_of_parents
+
+
+def sleep_until(*, input, step):
+    step.sleep_until(input["until"])
+    return "woke"
+
+
+def invoke_ghost(*, step):
+    return step.invoke("ghost", "GHOST", {})
+
+
+workflows["sleep_until"] = sleep_until
+workflows["invoke_ghost"] = invoke_ghost
