@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -62,7 +63,9 @@ class StepContext:
         self._clock = clock
         self._sleeps = 0
         self._used: set[str] = set()  # names reached in this run: each may be used once
-        self._running: str | None = None  # the step whose fn is being called
+        self._positions = len(steps)
+        self._lock = threading.RLock()  # parallel branches share the names and positions
+        self._local = threading.local()  # the step whose fn this thread is calling
         # Once the run must end (suspend, abandon, hand-over, engine error), every later step
         # call re-raises it, and the runtime checks it whatever the handler did meanwhile.
         self.latched: BaseException | None = None
@@ -88,12 +91,26 @@ class StepContext:
         """Checks at every step boundary, before anything of the step runs."""
         self.reraise_latched()
         self._check_not_nested(call)
-        if name in self._used:
-            raise StepMisuse(
-                f"step name {name!r} is used twice in this execution: names identify steps, "
-                f'so give each call its own name (e.g. f"{name}:{{item}}")'
-            )
-        self._used.add(name)
+        with self._lock:
+            if name in self._used:
+                raise StepMisuse(
+                    f"step name {name!r} is used twice in this execution: names identify steps, "
+                    f'so give each call its own name (e.g. f"{name}:{{item}}")'
+                )
+            self._used.add(name)
+
+    @property
+    def _running(self) -> str | None:
+        return getattr(self._local, "running", None)
+
+    @_running.setter
+    def _running(self, name: str | None) -> None:
+        self._local.running = name
+
+    def _next_position(self) -> int:
+        with self._lock:
+            self._positions += 1
+            return self._positions - 1
 
     def run(
         self,
@@ -108,6 +125,17 @@ class StepContext:
         if not callable(fn):
             raise TypeError(f"step.run({name!r}, fn): fn must be a function, got {fn!r}")
         self._enter(name, f"step.run({name!r})")
+        return self._run_step(name, fn, input=input, retries=retries)
+
+    def _run_step(
+        self,
+        name: str,
+        fn: Callable[[], object],
+        *,
+        input: object,
+        retries: int | None,
+        branch_of: str = "",
+    ) -> object:
         step = self._steps.get(name)
         if step is not None:
             if step.status == StepStatus.COMPLETED:
@@ -125,7 +153,7 @@ class StepContext:
         snapshot = to_json(input, f"the input of step {name!r}")
         if workers.current().stopping.is_set():
             raise self._latch(Release())  # no new step bodies once the worker is stopping
-        step, attempt = self._begin_attempt(name, step, snapshot, retries)
+        step, attempt = self._begin_attempt(name, step, snapshot, retries, branch_of)
         self._running = name
         try:
             value = fn()
@@ -174,7 +202,7 @@ class StepContext:
                 self._steps[name] = Step.objects.create(
                     execution=self._execution,
                     name=name,
-                    position=len(self._steps),
+                    position=self._next_position(),
                     status=StepStatus.SLEEPING if asleep else StepStatus.COMPLETED,
                     input=input,
                     started_at=now,
@@ -192,6 +220,14 @@ class StepContext:
             step.status = StepStatus.COMPLETED
             step.finished_at = now
             step.save(update_fields=["status", "finished_at"])
+
+    def parallel(self, name: str, fns: dict[str, Callable[[], object]]) -> dict[str, object]:
+        """Run the functions at once on this worker, each a memoized step of its own (retried on
+        its own); their outputs by key. One that fails for good fails the step once the others
+        have finished."""
+        from engine.parallel import run_parallel
+
+        return run_parallel(self, name, fns)
 
     def wait_for_event(
         self, name: str, event_type: str, *, timeout_ms: float | None = None
@@ -253,7 +289,7 @@ class StepContext:
                 step = Step(
                     execution=self._execution,
                     name=name,
-                    position=len(self._steps),
+                    position=self._next_position(),
                     status=StepStatus.WAITING,
                     input=snapshot,
                     started_at=now,
@@ -277,7 +313,7 @@ class StepContext:
         return step.output
 
     def _begin_attempt(
-        self, name: str, step: Step | None, snapshot: object, retries: int
+        self, name: str, step: Step | None, snapshot: object, retries: int, branch_of: str = ""
     ) -> tuple[Step, int]:
         now = self._clock()
         # "Attempt N runs" needs no disk flush of its own: the step's completion (durable) is
@@ -288,10 +324,11 @@ class StepContext:
                 step = step_rows.insert_step(
                     execution_id=self._execution.id,
                     name=name,
-                    position=len(self._steps),
+                    position=self._next_position(),
                     input=snapshot,
                     retries=retries,
                     now=now,
+                    branch_of=branch_of,
                 )
                 self._steps[name] = step
             else:

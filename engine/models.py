@@ -137,6 +137,8 @@ class Step(models.Model):
     child = models.ForeignKey(
         Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A branch of a `step.parallel`: the name of that parallel step (its branches run at once).
+    branch_of = models.CharField(max_length=200, blank=True, default="")
 
     class Meta:
         ordering = ["execution", "position"]

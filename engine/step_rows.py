@@ -54,7 +54,14 @@ def _insert(model: type[Step] | type[Attempt], values: dict[str, object]) -> int
 
 
 def insert_step(
-    *, execution_id: object, name: str, position: int, input: object, retries: int, now: datetime
+    *,
+    execution_id: object,
+    name: str,
+    position: int,
+    input: object,
+    retries: int,
+    now: datetime,
+    branch_of: str = "",
 ) -> Step:
     values = {
         "execution_id": execution_id,
@@ -67,6 +74,7 @@ def insert_step(
         "failure_count": 0,
         "started_at": now,
         "event_type": "",
+        "branch_of": branch_of,
     }
     step_id = _insert(Step, values)
     return Step(id=step_id, **values)

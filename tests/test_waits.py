@@ -197,3 +197,34 @@ def test_the_api_sends_events_and_lists_children(client):
     body = client.get(f"/api/executions/{parent_id}").json()
     assert body["parentId"] is None and body["steps"][0]["childId"] == str(child.id)
     assert client.get("/api/executions?parentId=zzz").json() == {"items": [], "nextCursor": None}
+
+
+def test_parallel_branches_run_at_once_each_a_step_of_its_own():
+    execution_id = start("FAN_OUT", {"barrier": True})
+    execution = run(execution_id)  # a barrier of three: run one by one, they would time out
+    assert execution.status == "completed"
+    assert execution.output == {"a": "A", "b": "B", "c": "C"}
+    branches = Step.objects.filter(execution_id=execution_id, branch_of="fan")
+    assert sorted(branches.values_list("name", flat=True)) == ["fan[a]", "fan[b]", "fan[c]"]
+    assert {b.attempts.count() for b in branches} == {1}
+    assert step(execution_id, "fan").status == "completed"
+
+
+def test_a_replay_of_a_parallel_step_runs_only_the_unfinished_branches():
+    execution_id = start("FAN_OUT", {"b_failures": 1})
+    assert run(execution_id).status == "running"  # b waits for its retry
+    assert step(execution_id, "fan[b]").wake_at is not None
+    assert sorted(calls(execution_id)) == ["a", "b", "c"]
+    execution = run(execution_id, after=3)
+    assert execution.status == "completed" and execution.output["b"] == "B"
+    assert sorted(calls(execution_id)) == ["a", "b", "b", "c"]  # a and c did not run again
+
+
+def test_a_branch_failing_for_good_fails_the_step_after_the_others_finish():
+    execution_id = start("FAN_OUT", {"b_failures": 5})
+    run(execution_id)
+    execution = run(execution_id, after=3)  # b's one retry fails too
+    assert execution.status == "failed" and "fan[b]" in execution.error["message"]
+    assert step(execution_id, "fan[a]").status == "completed"
+    assert step(execution_id, "fan[c]").status == "completed"
+    assert step(execution_id, "fan").status == "failed"

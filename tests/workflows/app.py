@@ -320,3 +320,25 @@ def invoke_ghost(*, step):
 
 workflows["sleep_until"] = sleep_until
 workflows["invoke_ghost"] = invoke_ghost
+
+
+def fan_out(*, input, step, execution_id):
+    """Three branches; with `barrier` they must run at once (a barrier of three), and branch
+    b fails its first `b_failures` calls."""
+    barrier = threading.Barrier(3, timeout=10)
+
+    def branch(key):
+        def body():
+            record(execution_id, key)
+            if input.get("barrier") and calls(execution_id).count(key) == 1:
+                barrier.wait()
+            if key == "b" and calls(execution_id).count("b") <= input.get("b_failures", 0):
+                raise RuntimeError("b fails")
+            return key.upper()
+
+        return body
+
+    return step.parallel("fan", {key: branch(key) for key in "abc"})
+
+
+workflows["fan_out"] = fan_out
