@@ -8,7 +8,7 @@ worker that was declared dead, or whose execution was cancelled, can never write
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,6 +36,21 @@ class EngineUnavailable(BaseException):
 
 class Release(BaseException):
     """The worker is stopping: hand the execution over at this step boundary."""
+
+
+class Suspend(BaseException):
+    """End this run; the execution runs again at `wake_at` (a sleep, a retry back-off, a
+    wait's timeout), or when what it waits for happens (`wake_at` None: only that).
+
+    A BaseException, so that a handler's `except Exception` cannot swallow it. `ready`, if
+    given, is asked in the suspending transaction whether the wait is over already (an event
+    sent, the last child ended, while this run was ending): then it runs again at once.
+    """
+
+    def __init__(self, wake_at: datetime | None, ready: Callable[[], bool] | None = None) -> None:
+        super().__init__(wake_at)
+        self.wake_at = wake_at
+        self.ready = ready
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from django.db import connections
 
+from engine.claims import Suspend
 from engine.errors import StepFailed
 from engine.models import Step, StepStatus
 
@@ -32,7 +33,7 @@ def branch_name(name: str, key: str) -> str:
 def run_parallel(
     context: StepContext, name: str, fns: dict[str, Callable[[], object]]
 ) -> dict[str, object]:
-    from engine.context import Suspend, _check_step_name
+    from engine.context import _check_step_name
 
     _check_step_name(name)
     _check_branches(name, fns)
@@ -102,8 +103,6 @@ def _run_branches(
             return error
         finally:
             connections.close_all()  # this pool thread's own connection
-
-    from engine.context import Suspend
 
     with ThreadPoolExecutor(max_workers=min(len(fns), MAX_THREADS)) as pool:
         results = dict(zip(fns, pool.map(branch, fns), strict=True))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -16,8 +15,9 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models.functions import Now
 
 from engine import clock, registry, wakeup, workers
-from engine.claims import Abandon, Claim, EngineUnavailable, Release, claim
-from engine.context import StepContext, Suspend
+from engine.children import wake_parent
+from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend, claim
+from engine.context import StepContext
 from engine.errors import (
     ExecutionAlreadyFinished,
     ExecutionNotFound,
@@ -137,7 +137,7 @@ def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Ex
         )
         execution = _get(execution_uuid)
         if execution.parent_id is not None:
-            _wake_parent(execution)  # a cancelled child fails its parent's step
+            wake_parent(execution)  # a cancelled child fails its parent's step
     # Cancelling a parent cancels its running children, and theirs.
     for child_id in execution.children.running().values_list("id", flat=True):
         with contextlib.suppress(ExecutionAlreadyFinished):
@@ -334,54 +334,11 @@ def _finish(
         try:
             with held.hold():  # its parent learns of it in the same transaction
                 finished = held.owned.update(**fields) == 1
-                _wake_parent(execution)
+                wake_parent(execution)
         except Abandon:
             finished = False
     if finished:
         logger.info("execution %s: %s", execution.id, status)
-
-
-def _wake_parent(child: Execution) -> None:
-    """The parent's wait is over once the last child of its step has ended."""
-    parents = Execution.objects.running().filter(id=child.parent_id)
-    if not list(parents.select_for_update().values_list("id", flat=True)):
-        return  # the parent ended; locked otherwise, so two last children cannot both miss
-    siblings = Execution.objects.running().filter(
-        parent_id=child.parent_id, parent_step=child.parent_step
-    )
-    if siblings.exclude(id=child.id).exists():
-        return
-    woken = parents.update(wake_at=Now())
-    if woken and not parents.filter(owner__isnull=False).exists():
-        transaction.on_commit(partial(enqueue, child.parent_id))
-
-
-def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.UUID]:
-    """The children of an invoke step, in the step's own transaction: started exactly once."""
-    config = registry.current().config.binding(binding)
-    now = clock.now()
-    children = [
-        Execution(
-            binding=config.binding,
-            workflow=config.name,
-            input=input,
-            idempotency_key=f"child:{step.execution_id}:{_short_hash(step.name)}:{index}",
-            parent_id=step.execution_id,
-            parent_step=step.name,
-            parent_index=index,
-            created_at=now,
-            wake_at=now,
-        )
-        for index, input in enumerate(inputs)
-    ]
-    Execution.objects.bulk_create(children, batch_size=500)
-    ids = [child.id for child in children]
-    transaction.on_commit(lambda: [enqueue(child_id) for child_id in ids])
-    return ids
-
-
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: int = 0) -> None:

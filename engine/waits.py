@@ -8,11 +8,14 @@ Each check runs in the run's fenced transaction, so an event is consumed by one 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from engine.claims import Suspend
 from engine.errors import EventTimeout, StepFailed
-from engine.models import Event, Execution, ExecutionStatus, Step
+from engine.models import Event, Execution, ExecutionStatus, Step, StepStatus
+from engine.payloads import to_json
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class ChildrenWait:
         self.many = many
 
     def start(self, step: Step) -> None:
-        from engine.runtime import start_children
+        from engine.children import start_children
 
         ids = start_children(step, self.binding, self.inputs)
         if not self.many:
@@ -108,3 +111,117 @@ def _child_error(child_id: object, status: str, error: dict | None) -> dict:
             f"{error.get('type', 'Error')}: {error.get('message', '')}"
         )
     return {"type": "ChildFailed", "message": message, "traceback": "", "childId": str(child_id)}
+
+
+class WaitingSteps:
+    """The `step` methods that wait; mixed into StepContext, whose run machinery they use."""
+
+    def wait_for_event(
+        self, name: str, event_type: str, *, timeout_ms: float | None = None
+    ) -> object:
+        """Wait, holding no worker, for an event of `event_type` sent to this execution (one
+        sent earlier counts); its payload. Past `timeout_ms` the step fails: EventTimeout."""
+        _check_name(name)
+        if not isinstance(event_type, str) or not event_type.strip() or len(event_type) > 200:
+            raise ValueError(
+                f"step.wait_for_event({name!r}, event_type): event_type must be a non-empty "
+                f"string of at most 200 characters, got {event_type!r}"
+            )
+        timeout_at = None
+        if timeout_ms is not None:
+            _check_milliseconds(f"step.wait_for_event({name!r}, timeout_ms=...)", timeout_ms)
+            timeout_at = self._clock() + timedelta(milliseconds=timeout_ms)
+        wait = EventWait(event_type, timeout_ms)
+        snapshot = {"eventType": event_type, "timeoutMs": timeout_ms}
+        return self._wait(name, wait, f"step.wait_for_event({name!r})", snapshot, timeout_at)
+
+    def invoke(self, name: str, binding: str, input: object = None) -> object:
+        """Start one child execution of `binding` (once, however often this replays), wait for
+        it holding no worker, and return its output; a failed child fails the step."""
+        _check_name(name)
+        wait = ChildrenWait(_binding_name(binding), [_child_input(name, input)], many=False)
+        snapshot = {"binding": wait.binding, "input": wait.inputs[0]}
+        return self._wait(name, wait, f"step.invoke({name!r})", snapshot, None)
+
+    def invoke_many(self, name: str, binding: str, inputs: list[object]) -> list[object]:
+        """One child per input, run by any workers at once; their outputs in input order."""
+        _check_name(name)
+        if not isinstance(inputs, list | tuple):
+            raise TypeError(f"step.invoke_many({name!r}, binding, inputs): inputs must be a list")
+        inputs = [_child_input(name, each) for each in inputs]
+        wait = ChildrenWait(_binding_name(binding), inputs, many=True)
+        snapshot = {"binding": wait.binding, "children": len(inputs)}
+        if not inputs:
+            self._enter(name, f"step.invoke_many({name!r})")
+            return []
+        return self._wait(name, wait, f"step.invoke_many({name!r})", snapshot, None)
+
+    def _wait(
+        self,
+        name: str,
+        wait: EventWait | ChildrenWait,
+        call: str,
+        snapshot: object,
+        timeout_at: datetime | None,
+    ) -> object:
+        self._enter(name, call)
+        step = self._steps.get(name)
+        if step is not None and step.status == StepStatus.COMPLETED:
+            return step.output
+        if step is not None and step.status == StepStatus.FAILED:
+            raise wait.failure(step)
+        now = self._clock()
+        with self._write():
+            if step is None:
+                step = Step(
+                    execution=self._execution,
+                    name=name,
+                    position=self._next_position(),
+                    status=StepStatus.WAITING,
+                    input=snapshot,
+                    started_at=now,
+                    wake_at=timeout_at,
+                )
+                wait.start(step)
+                step.save()
+                self._steps[name] = step
+            outcome = wait.ready(step, now)
+            if outcome is None and step.wake_at is not None and step.wake_at <= now:
+                outcome = wait.timed_out(step)
+            if outcome is not None:
+                step.output, step.error, step.finished_at = outcome.output, outcome.error, now
+                step.status = StepStatus.FAILED if outcome.error else StepStatus.COMPLETED
+                step.wake_at = None
+                step.save(update_fields=["output", "error", "finished_at", "status", "wake_at"])
+        if outcome is None:
+            raise self._latch(Suspend(step.wake_at, ready=lambda: wait.pending(step)))
+        if outcome.error:
+            raise wait.failure(step)
+        return step.output
+
+
+def _check_milliseconds(what: str, ms: object) -> None:
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms >= 0 or math.isinf(ms):
+        raise ValueError(f"{what} needs a number of milliseconds >= 0, got {ms!r}")
+
+
+def _binding_name(binding: object) -> str:
+    """The binding as its name; unknown ones fail here, before anything is written."""
+    from engine import registry
+
+    name = getattr(getattr(binding, "config", None), "binding", binding)
+    if not isinstance(name, str):
+        raise TypeError(
+            f"a child's binding must be a binding name or env.<BINDING>, got {binding!r}"
+        )
+    return registry.current().config.binding(name).binding
+
+
+def _child_input(name: str, input: object) -> object:
+    return to_json(input, f"the input of a child of step {name!r}")
+
+
+def _check_name(name: object) -> None:
+    from engine.context import _check_step_name  # the rules of every step's name
+
+    _check_step_name(name)
