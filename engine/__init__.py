@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from engine.errors import NonRetryableError, RetryAfter
+
 if TYPE_CHECKING:
     from engine.bindings import PloyContext
 
@@ -15,4 +17,4 @@ def get_ploy_context() -> PloyContext:
     return build()
 
 
-__all__ = ["get_ploy_context"]
+__all__ = ["NonRetryableError", "RetryAfter", "get_ploy_context"]

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from engine import step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend
 from engine.config import check_retries
-from engine.errors import PloyError, StepFailed, StepMisuse
+from engine.errors import NonRetryableError, PloyError, RetryAfter, StepFailed, StepMisuse
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
 from engine.waits import WaitingSteps
@@ -143,8 +143,8 @@ class StepContext(WaitingSteps):
         try:
             value = fn()
         except Exception as error:
-            # Misuse fails at once: a retry would only repeat it.
-            final = isinstance(error, StepMisuse)
+            # Misuse fails at once: a retry would only repeat it; so does what the step says.
+            final = isinstance(error, StepMisuse | NonRetryableError)
             raise self._record_failure(step, attempt, error, final=final) from error
         finally:
             self._running = None
@@ -279,7 +279,10 @@ class StepContext(WaitingSteps):
                 finished_at=now,
             )
             if retry:
-                step.wake_at = now + retry_delay(step.failure_count)
+                delay = retry_delay(step.failure_count)
+                if isinstance(error, RetryAfter):
+                    delay = timedelta(seconds=error.seconds)
+                step.wake_at = now + delay
             else:
                 step.status, step.error, step.finished_at = StepStatus.FAILED, details, now
             step.save(update_fields=["failure_count", "wake_at", "status", "error", "finished_at"])

@@ -99,3 +99,17 @@ class RecordedFailure(PloyError):
         self.details = details
         self.type = details.get("type", "Error")
         super().__init__(f"{self.type}: {details.get('message', '')}")
+
+
+class NonRetryableError(Exception):
+    """Raise it from a step to fail the step at once, whatever retries remain."""
+
+
+class RetryAfter(Exception):
+    """Raise it from a step to retry after `seconds` instead of the exponential back-off."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds >= 0:
+            raise ValueError(f"RetryAfter(seconds) needs a number of seconds >= 0, got {seconds!r}")
+        super().__init__(message or f"retry after {seconds:g} s")
+        self.seconds = float(seconds)

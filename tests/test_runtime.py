@@ -464,3 +464,29 @@ def test_an_engine_write_error_ends_the_run_without_failing_it():
     assert execution.status == "completed" and execution.output == "done"
     assert calls(execution_id) == ["break", "break"]
     assert attempts(execution_id, "breaks") == [(1, "failed", "WorkerLost"), (2, "completed", "")]
+
+
+def test_a_non_retryable_error_fails_the_step_at_once():
+    execution = run(start("ERROR_KINDS", {"kind": "final"}))
+    assert execution.status == "failed"
+    assert attempts(execution.id, "charge") == [(1, "failed", "NonRetryableError")]
+    assert "the card was declined" in execution.error["message"]
+
+
+def test_retry_after_replaces_the_back_off():
+    execution_id = start("ERROR_KINDS", {"kind": "later"})
+    before = timezone.now()
+    assert run(execution_id).status == "running"
+    wake_at = steps(execution_id)["charge"].wake_at
+    assert timedelta(seconds=9.9) < wake_at - before < timedelta(seconds=11)
+    assert run(execution_id, after=5).status == "running"  # not before its time
+    execution = run(execution_id, after=11)
+    assert execution.status == "completed" and execution.output == "ok"
+    assert attempts(execution_id, "charge") == [(1, "failed", "RetryAfter"), (2, "completed", "")]
+
+
+def test_retry_after_refuses_a_negative_delay():
+    from engine import RetryAfter
+
+    with pytest.raises(ValueError, match="seconds >= 0, got -1"):
+        RetryAfter(-1)

@@ -342,3 +342,20 @@ def fan_out(*, input, step, execution_id):
 
 
 workflows["fan_out"] = fan_out
+
+
+def error_kinds(*, input, step, execution_id):
+    from engine import NonRetryableError, RetryAfter
+
+    def body():
+        record(execution_id, "body")
+        if input["kind"] == "final":
+            raise NonRetryableError("the card was declined")
+        if calls(execution_id).count("body") == 1:
+            raise RetryAfter(10, "rate limited")
+        return "ok"
+
+    return step.run("charge", body)
+
+
+workflows["error_kinds"] = error_kinds
