@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.db import transaction
+
 from engine.claims import Suspend
 from engine.errors import EventTimeout, StepFailed
 from engine.models import Event, Execution, ExecutionStatus, Step, StepStatus
@@ -68,11 +70,13 @@ class ChildrenWait:
         self.binding = binding
         self.inputs = inputs
         self.many = many
+        self._started_here = False  # this run created the children (and queues them)
 
     def start(self, step: Step) -> None:
         from engine.children import start_children
 
         ids = start_children(step, self.binding, self.inputs)
+        self._started_here = True
         if not self.many:
             step.child_id = ids[0]
 
@@ -83,14 +87,20 @@ class ChildrenWait:
         children = list(
             self._children(step)
             .order_by("parent_index")
-            .values_list("id", "status", "output", "error")
+            .values_list("id", "status", "output", "error", "run_count")
         )
-        if any(status == ExecutionStatus.RUNNING for _, status, _, _ in children):
+        running = [child for child in children if child[1] == ExecutionStatus.RUNNING]
+        if running:
+            if not self._started_here:
+                # The run that created them queued them after its commit, one by one: killed
+                # meanwhile, it left some without a message. This replay (its recovery: a
+                # waiting parent runs again only then, or once no child runs) sends them again.
+                _enqueue_on_commit([child[0] for child in running if child[4] == 0])
             return None
-        for child_id, status, _, error in children:
+        for child_id, status, _, error, _ in children:
             if status != ExecutionStatus.COMPLETED:
                 return Outcome(error=_child_error(child_id, status, error))
-        outputs = [output for _, _, output, _ in children]
+        outputs = [child[2] for child in children]
         return Outcome(output=outputs if self.many else outputs[0])
 
     def pending(self, step: Step) -> bool:
@@ -99,6 +109,14 @@ class ChildrenWait:
     def failure(self, step: Step) -> StepFailed:
         error = step.error or {}
         return StepFailed(step.name, error.get("type", "Error"), error.get("message", ""), 1)
+
+
+def _enqueue_on_commit(execution_ids: list[object]) -> None:
+    """Queue them once this run's transaction commits; a duplicate message is harmless."""
+    from engine.runtime import enqueue
+
+    if execution_ids:
+        transaction.on_commit(lambda: [enqueue(each) for each in execution_ids])
 
 
 def _child_error(child_id: object, status: str, error: dict | None) -> dict:

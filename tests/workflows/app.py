@@ -359,3 +359,12 @@ def error_kinds(*, input, step, execution_id):
 
 
 workflows["error_kinds"] = error_kinds
+
+
+# The real-worker fixtures of waiting and composition (tests/workflows/composition.py).
+_composition_spec = importlib.util.spec_from_file_location(
+    "ploy_composition_workflows", Path(__file__).resolve().parent / "composition.py"
+)
+composition = importlib.util.module_from_spec(_composition_spec)
+_composition_spec.loader.exec_module(composition)
+workflows.update(composition.workflows)
