@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,11 +38,12 @@ def worker_environment(**extra: str) -> dict[str, str]:
 
 
 class Worker:
-    """A real `manage.py runhuey` process."""
+    """A real `manage.py runhuey` process; `ready=False` returns before its consumer started."""
 
-    def __init__(self, threads: int, log: Path, **extra: str) -> None:
+    def __init__(self, threads: int, log: Path, *, ready: bool = True, **extra: str) -> None:
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
+        self._frozen = False
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "runhuey", "--workers", str(threads)],
             cwd=ROOT,
@@ -49,19 +51,54 @@ class Worker:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: "consumer started" in log.read_text() or self.process.poll() is not None)
-        assert self.process.poll() is None, f"worker exited at start:\n{log.read_text()}"
+        if ready:
+            self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        wait_for(lambda: self.is_ready or self.process.poll() is not None, timeout=timeout)
+        assert self.process.poll() is None, f"worker exited at start:\n{self.log.read_text()}"
+
+    @property
+    def is_ready(self) -> bool:
+        return "consumer started" in self.log.read_text()
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    @property
+    def worker_ids(self) -> list[str]:
+        """The ids of its `Worker` rows as it logged them: one, and one more each time it was
+        declared dead while alive and registered again."""
+        return re.findall(r"worker (\S+) started with", self.log.read_text())
+
+    @property
+    def worker_id(self) -> str:
+        ids = self.worker_ids
+        assert ids, f"worker {self.pid} has not registered yet"
+        return ids[-1]
 
     def kill(self) -> None:
         """SIGKILL: the worker gets no chance to clean up, as in a crash."""
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
+    def terminate(self) -> None:
+        """SIGTERM, without waiting: a graceful stop (a second one stops it at once)."""
+        self.process.send_signal(signal.SIGTERM)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process stays, silent, as a VM pause or a long GC stall would leave it."""
+        self._frozen = True
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+        self._frozen = False
+
     def stop(self) -> None:
+        if self._frozen and self.process.poll() is None:
+            self.thaw()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -74,11 +111,12 @@ class Worker:
 
 @pytest.fixture
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
-    """Start workers with `start_worker(threads=2)`; every one is stopped in teardown."""
+    """Start workers with `start_worker(threads=2, **environment)`; every one is stopped in
+    teardown."""
     workers: list[Worker] = []
 
-    def start(threads: int = 2, **extra: str) -> Worker:
-        worker = Worker(threads, tmp_path / f"worker-{len(workers)}.log", **extra)
+    def start(threads: int = 2, *, ready: bool = True, **extra: str) -> Worker:
+        worker = Worker(threads, tmp_path / f"worker-{len(workers)}.log", ready=ready, **extra)
         workers.append(worker)
         return worker
 
