@@ -3,16 +3,33 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from dashboard.timeline import Timeline, build_timeline
+from dashboard import queries
+from dashboard.queries import Children, Events, StepChildren
+from dashboard.timeline import Timeline, branch_order, build_timeline
 from dashboard.values import JsonValue, pretty
-from engine.models import Attempt, Execution, Step
+from engine.models import Attempt, Event, Execution, Step, StepStatus
 
 # While an execution runs, its page is re-rendered at least this often (the "now" of its
 # timeline moves), and sooner whenever a step or attempt changes.
 REFRESH_SECONDS = 5
+NO_CHILDREN = Children(by_step={}, first=[])
+NO_EVENTS = Events(latest=[], more=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Wait:
+    """What a step waits (or waited) for: an event, one child, or the children of a fan-out."""
+
+    kind: str  # event, child, children
+    event_type: str = ""
+    child_id: uuid.UUID | None = None
+    child: Execution | None = None  # when it is among the children the page loaded
+    children: StepChildren | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +43,35 @@ class StepView:
     sleep_ms: object
     # None while the step still runs or sleeps: its duration then ticks in the browser.
     ended_at: datetime | None
+    wait: Wait | None
+    # A `step.parallel` group lists its branch steps here; they are not top-level steps.
+    branches: list[StepView] = field(default_factory=list)
+
+    @property
+    def is_group(self) -> bool:
+        return bool(self.branches)
+
+    @property
+    def kind(self) -> str:
+        """sleep, wait, group or run: what the step's card shows."""
+        if self.step.is_sleep:
+            return "sleep"
+        if self.wait is not None:
+            return "wait"
+        return "group" if self.is_group else "run"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChildRow:
+    execution: Execution
+    step_anchor: str | None  # the parent step's card on this page
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventRow:
+    event: Event
+    payload: JsonValue
+    consumed_by: StepView | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,29 +79,87 @@ class ExecutionPage:
     execution: Execution
     input: JsonValue
     output: JsonValue
-    steps: list[StepView]
+    steps: list[StepView]  # every step, in the order reached
+    top_steps: list[StepView]  # the same, with parallel branches under their group
     timeline: Timeline
+    children: Children
+    child_rows: list[ChildRow]
+    events: list[EventRow]
+    more_events: bool
     fingerprint: str
     full: bool
 
+    @property
+    def fan_outs(self) -> list[StepView]:
+        """The invoke_many steps, each with its children's progress."""
+        return [view for view in self.steps if view.wait and view.wait.kind == "children"]
 
-def present(execution: Execution, *, now: datetime, full: bool = False) -> ExecutionPage:
-    """`execution` as engine.queries.get_execution returns it, steps and attempts prefetched."""
+    @property
+    def waiting_for(self) -> list[str]:
+        """The event types that steps wait for now: the send form's suggestions."""
+        return [
+            view.step.event_type
+            for view in self.steps
+            if view.step.status == StepStatus.WAITING and view.step.event_type
+        ]
+
+
+def load(execution: Execution, *, now: datetime, full: bool = False) -> ExecutionPage:
+    """The page of `execution` as engine.queries.get_execution returns it (steps and attempts
+    prefetched): one query more for its events, two more for its children if it has any."""
     steps = list(execution.steps.all())
+    children = queries.children_of(execution.id) if may_have_children(steps) else NO_CHILDREN
+    return present(
+        execution, now=now, full=full, children=children, events=queries.events_of(execution.id)
+    )
+
+
+def may_have_children(steps: list[Step]) -> bool:
+    """An invoke or invoke_many step records its binding in its input snapshot."""
+    return any(
+        step.child_id or (isinstance(step.input, dict) and "binding" in step.input)
+        for step in steps
+        if not step.event_type and not step.branch_of
+    )
+
+
+def present(
+    execution: Execution,
+    *,
+    now: datetime,
+    full: bool = False,
+    children: Children = NO_CHILDREN,
+    events: Events = NO_EVENTS,
+) -> ExecutionPage:
+    steps = list(execution.steps.all())
+    views = [
+        _step_view(step, position, execution, full, children)
+        for position, step in enumerate(steps, 1)
+    ]
+    by_name = {view.step.name: view for view in views}
+    views_by_id = {view.step.id: view for view in views}
     return ExecutionPage(
         execution=execution,
         input=pretty(execution.input, full=full),
         output=pretty(execution.output, full=full),
-        steps=[
-            _step_view(step, position, execution, full) for position, step in enumerate(steps, 1)
+        steps=views,
+        top_steps=_group_branches(views),
+        timeline=build_timeline(execution, steps, now, children=children.by_step),
+        children=children,
+        child_rows=[
+            ChildRow(execution=child, step_anchor=_anchor(by_name.get(child.parent_step)))
+            for child in children.first
         ],
-        timeline=build_timeline(execution, steps, now),
-        fingerprint=fingerprint(execution, steps, now),
+        events=[_event_row(event, views_by_id, full) for event in events.latest],
+        more_events=events.more,
+        fingerprint=fingerprint(execution, steps, now, extra=_changes(children, events)),
         full=full,
     )
 
 
-def _step_view(step: Step, position: int, execution: Execution, full: bool) -> StepView:
+def _step_view(
+    step: Step, position: int, execution: Execution, full: bool, children: Children
+) -> StepView:
     sleep_ms = step.input.get("ms") if step.is_sleep and isinstance(step.input, dict) else None
     return StepView(
         step=step,
@@ -66,10 +170,60 @@ def _step_view(step: Step, position: int, execution: Execution, full: bool) -> S
         attempts=list(step.attempts.all()),
         sleep_ms=sleep_ms,
         ended_at=step.finished_at or execution.finished_at,
+        wait=_wait(step, children),
     )
 
 
-def fingerprint(execution: Execution, steps: list[Step], now: datetime) -> str:
+def _wait(step: Step, children: Children) -> Wait | None:
+    if step.event_type:
+        return Wait(kind="event", event_type=step.event_type)
+    if step.child_id:
+        child = next((each for each in children.first if each.id == step.child_id), None)
+        return Wait(kind="child", child_id=step.child_id, child=child)
+    if step.name in children.by_step:
+        return Wait(kind="children", children=children.by_step[step.name])
+    return None
+
+
+def _group_branches(views: list[StepView]) -> list[StepView]:
+    """Branches under their group, in the order the group named them; a branch whose group is
+    missing stays where it is."""
+    groups = {view.step.name: view for view in views if not view.step.branch_of}
+    top: list[StepView] = []
+    for view in views:
+        group = groups.get(view.step.branch_of) if view.step.branch_of else None
+        if group is None:
+            top.append(view)
+        else:
+            group.branches.append(view)
+    for group in groups.values():
+        order = branch_order(group.step)
+        group.branches.sort(key=lambda branch: order.get(branch.step.name, len(order)))
+    return top
+
+
+def _anchor(view: StepView | None) -> str | None:
+    return view.anchor if view else None
+
+
+def _event_row(event: Event, views: dict[int, StepView], full: bool) -> EventRow:
+    consumer = views.get(event.consumed_by_id) if event.consumed_by_id else None
+    return EventRow(event=event, payload=pretty(event.payload, full=full), consumed_by=consumer)
+
+
+def _changes(children: Children, events: Events) -> list[object]:
+    """What a poll must notice beyond the steps: children ending, events sent or consumed."""
+    parts: list[object] = sorted(
+        (name, counts.running, counts.completed, counts.failed, counts.cancelled)
+        for name, counts in children.by_step.items()
+    )
+    parts += [(event.id, event.consumed_by_id) for event in events.latest]
+    return parts
+
+
+def fingerprint(
+    execution: Execution, steps: list[Step], now: datetime, *, extra: Sequence[object] = ()
+) -> str:
     """Changes when anything shown changes, so a poll that finds nothing new answers 204."""
     parts: list[object] = [
         execution.status,
@@ -85,4 +239,5 @@ def fingerprint(execution: Execution, steps: list[Step], now: datetime) -> str:
         parts += [
             (attempt.status, attempt.finished_at, attempt.worker) for attempt in step.attempts.all()
         ]
+    parts += list(extra)
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]

@@ -10,10 +10,14 @@ from datetime import datetime
 
 from django.db.models import Count, Q, QuerySet, Subquery
 
-from engine.models import Execution, ExecutionStatus, Step, StepStatus
-from engine.queries import InvalidQuery, filter_executions, keyset_page
+from engine.errors import ExecutionNotFound
+from engine.models import Event, Execution, ExecutionStatus, Step, StepStatus
+from engine.queries import InvalidQuery, filter_executions, keyset_page, parse_execution_id
 
 PAGE_SIZE = 50
+# The execution page shows this many children and events; the rest is a link away.
+CHILDREN_SHOWN = 50
+EVENTS_SHOWN = 50
 HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
 # The list shows no payloads: leave the JSON columns in the database.
 LIST_DEFERRED = ("input", "output", "error")
@@ -24,6 +28,11 @@ class ListFilters:
     workflow: str = ""
     status: str = ""
     search: str = ""
+    parent: str = ""
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.workflow or self.status or self.search or self.parent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +72,19 @@ def filtered_executions(filters: ListFilters) -> QuerySet[Execution]:
     if filters.search:
         low, high = id_range(filters.search)
         executions = executions.filter(id__gte=low, id__lte=high)
+    if filters.parent:
+        executions = executions.filter(parent_id=parent_id(filters.parent))
     return executions
+
+
+def parent_id(text: str) -> uuid.UUID:
+    try:
+        return parse_execution_id(text.strip())
+    except ExecutionNotFound:
+        raise InvalidQuery(
+            f"parent {text.strip()[:40]!r} is not an execution id: use a whole id, as its page "
+            "shows it"
+        ) from None
 
 
 def execution_page(
@@ -140,3 +161,57 @@ def latest_executions(workflows: list[str]) -> dict[str, Execution]:
         )
     executions = Execution.objects.filter(newest).defer(*LIST_DEFERRED)
     return {execution.workflow: execution for execution in executions}
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepChildren:
+    """How far the children of one invoke / invoke_many step have got."""
+
+    total: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+
+    @property
+    def done(self) -> int:
+        return self.total - self.running
+
+
+@dataclass(frozen=True, kw_only=True)
+class Children:
+    by_step: dict[str, StepChildren]
+    first: list[Execution]  # the CHILDREN_SHOWN oldest, in the order they were started
+
+    @property
+    def total(self) -> int:
+        return sum(counts.total for counts in self.by_step.values())
+
+
+def children_of(execution_id: uuid.UUID, *, limit: int = CHILDREN_SHOWN) -> Children:
+    """Counts by parent step and status in one grouped query, and the first `limit` children in
+    another: two queries however many children there are."""
+    children = Execution.objects.filter(parent_id=execution_id)
+    rows = (
+        children.order_by()
+        .values("parent_step")
+        .annotate(
+            total=Count("id"),
+            **{status: Count("id", filter=Q(status=status)) for status in ExecutionStatus.values},
+        )
+    )
+    by_step = {row.pop("parent_step"): StepChildren(**row) for row in rows}
+    first = list(children.order_by("id").defer(*LIST_DEFERRED)[:limit]) if by_step else []
+    return Children(by_step=by_step, first=first)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Events:
+    latest: list[Event]  # newest first
+    more: bool
+
+
+def events_of(execution_id: uuid.UUID, *, limit: int = EVENTS_SHOWN) -> Events:
+    """The newest `limit` events sent to the execution, in one query."""
+    events = list(Event.objects.filter(execution_id=execution_id).order_by("-id")[: limit + 1])
+    return Events(latest=events[:limit], more=len(events) > limit)

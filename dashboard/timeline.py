@@ -1,16 +1,23 @@
-"""The waterfall of an execution: every attempt, sleep and retry wait on one time axis.
+"""The waterfall of an execution: every attempt, sleep, wait and retry on one time axis.
 
 Offsets are computed here as percentages of [trigger time, end or now], so the page draws the
-timeline with plain CSS and no script.
+timeline with plain CSS and no script. The branches of a `step.parallel` are lanes under their
+group's row, so work that ran at once reads side by side.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from dashboard.values import format_duration
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
+from engine.parallel import branch_name
+
+if TYPE_CHECKING:
+    from dashboard.queries import StepChildren
 
 TICK_STEPS_MS = (
     *(base * 10**power for power in range(0, 5) for base in (1, 2, 5)),
@@ -22,7 +29,7 @@ MAX_TICKS = 6
 
 @dataclass(frozen=True, kw_only=True)
 class Bar:
-    kind: str  # queued, running, completed, failed, cancelled, backoff, sleep
+    kind: str  # queued, running, completed, failed, cancelled, backoff, sleep, wait, group
     left: str
     width: str
     label: str
@@ -42,6 +49,8 @@ class Row:
     # None while the row is still going: its duration then ticks in the browser.
     ended_at: datetime | None
     bars: list[Bar]
+    # The branch rows of a parallel group, drawn as lanes under it.
+    lanes: list[Row] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,29 +93,61 @@ class Axis:
         return "+" + format_duration(moment - self.start)
 
 
-def build_timeline(execution: Execution, steps: list[Step], now: datetime) -> Timeline:
-    """`steps` come with their attempts prefetched, as engine.queries.get_execution loads them."""
+def build_timeline(
+    execution: Execution,
+    steps: list[Step],
+    now: datetime,
+    *,
+    children: Mapping[str, StepChildren] | None = None,
+) -> Timeline:
+    """`steps` come with their attempts prefetched, as engine.queries.get_execution loads them;
+    `children` counts the children of each invoke step by name, for the labels."""
     axis = Axis(execution.created_at, _axis_end(execution, steps, now))
     end = execution.finished_at or now
-    rows = [_execution_row(execution, axis, end)]
-    rows += [
-        _step_row(step, position, axis, execution.finished_at, now)
+    groups = {step.branch_of for step in steps if step.branch_of}
+    step_rows = [
+        (step, _step_row(step, position, axis, execution.finished_at, now, children or {}, groups))
         for position, step in enumerate(steps, 1)
     ]
     running = not execution.is_finished
     return Timeline(
-        rows=rows,
+        rows=[_execution_row(execution, axis, end), *_lanes(step_rows)],
         ticks=_ticks(axis),
         now_left=f"{axis.percent(now):.3f}" if running else None,
         span=format_duration(axis.span),
     )
 
 
+def _lanes(step_rows: list[tuple[Step, Row]]) -> list[Row]:
+    """Branch rows move under their group's row, in the order the group named them."""
+    groups = {step.name: (step, row) for step, row in step_rows if not step.branch_of}
+    top: list[Row] = []
+    for step, row in step_rows:
+        if step.branch_of in groups:
+            groups[step.branch_of][1].lanes.append(row)
+        else:
+            top.append(row)
+    for group, row in groups.values():
+        order = branch_order(group)
+        row.lanes.sort(key=lambda lane: order.get(lane.name, len(order)))
+    return top
+
+
+def branch_order(group: Step) -> dict[str, int]:
+    """The place of each branch step in the group, in the order the handler named the keys."""
+    keys = group.input.get("branches") if isinstance(group.input, dict) else None
+    if not isinstance(keys, list):
+        return {}
+    return {branch_name(group.name, str(key)): index for index, key in enumerate(keys)}
+
+
 def _axis_end(execution: Execution, steps: list[Step], now: datetime) -> datetime:
-    """The end, or now while running; planned wake times still to come stretch the axis."""
+    """The end, or now while running; planned wake times still to come stretch the axis (not
+    a wait's timeout, often days away: the step's card says when it is)."""
     moments = [execution.finished_at or now]
     for step in steps:
-        if not execution.is_finished and step.wake_at:
+        planned = step.wake_at and step.status != StepStatus.WAITING
+        if not execution.is_finished and planned:
             moments.append(step.wake_at)
         moments += [moment for moment in (step.started_at, step.finished_at) if moment]
         for attempt in step.attempts.all():
@@ -147,10 +188,23 @@ def _execution_row(execution: Execution, axis: Axis, end: datetime) -> Row:
 
 
 def _step_row(
-    step: Step, position: int, axis: Axis, execution_end: datetime | None, now: datetime
+    step: Step,
+    position: int,
+    axis: Axis,
+    execution_end: datetime | None,
+    now: datetime,
+    children: Mapping[str, StepChildren],
+    groups: set[str],
 ) -> Row:
     end = execution_end or now
-    bars = _sleep_bars(step, axis) if step.is_sleep else _attempt_bars(step, axis, end, now)
+    if step.is_sleep:
+        bars = _sleep_bars(step, axis)
+    elif step.attempt_count == 0 and (step.event_type or step.child_id or step.name in children):
+        bars = _wait_bars(step, axis, end, children.get(step.name))
+    elif step.name in groups and not step.branch_of:
+        bars = _group_bars(step, axis, end)
+    else:
+        bars = _attempt_bars(step, axis, end, now)
     return Row(
         name=step.name,
         anchor=f"step-{position}",
@@ -170,6 +224,40 @@ def _sleep_bars(step: Step, axis: Axis) -> list[Bar]:
     verb = "wakes" if planned else "woke" if step.status == StepStatus.COMPLETED else "stopped"
     label = f"{step.name} · sleep {ms} ms · {clock(step.started_at)} → {verb} {clock(until)}"
     return [axis.bar("sleep", step.started_at, until, label, planned=planned)]
+
+
+def _wait_bars(step: Step, axis: Axis, end: datetime, children: StepChildren | None) -> list[Bar]:
+    if not step.started_at:
+        return []
+    until = step.finished_at or end
+    if step.event_type:
+        what = f"event {step.event_type!r}"
+    elif step.child_id:
+        what = f"child {step.child_id}"
+    else:
+        what = f"{children.done}/{children.total} children done" if children else "children"
+    waiting = step.status == StepStatus.WAITING
+    label = (
+        f"{step.name} · {'waiting' if waiting else 'waited'} for {what} · "
+        f"{clock(step.started_at)} → {'now' if waiting else clock(until)}"
+    )
+    if waiting and step.wake_at:
+        label += f" · times out at {clock(step.wake_at)}"
+    elif not waiting:
+        label += f" · {step.status}"
+    return [axis.bar("wait", step.started_at, until, label)]
+
+
+def _group_bars(step: Step, axis: Axis, end: datetime) -> list[Bar]:
+    """The span of a parallel step: from its start to its last branch's end."""
+    if not step.started_at:
+        return []
+    until = step.finished_at or end
+    label = (
+        f"{step.name} · parallel, {len(branch_order(step))} branches · {step.status} · "
+        f"{format_duration(until - step.started_at)} · {clock(step.started_at)} → {clock(until)}"
+    )
+    return [axis.bar("group", step.started_at, until, label)]
 
 
 def _attempt_bars(step: Step, axis: Axis, end: datetime, now: datetime) -> list[Bar]:

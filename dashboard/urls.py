@@ -16,4 +16,5 @@ urlpatterns = [
     path("executions/<str:execution_id>/", views.execution_detail, name="execution_detail"),
     path("executions/<str:execution_id>/cancel/", views.cancel_execution, name="cancel"),
     path("executions/<str:execution_id>/rerun/", views.rerun_execution, name="rerun"),
+    path("executions/<str:execution_id>/events/", views.send_event, name="send_event"),
 ]

@@ -19,15 +19,18 @@ from django_htmx.http import HttpResponseLocation, HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
 from dashboard import queries
-from dashboard.forms import TriggerForm, pretty_input
-from dashboard.presenters import ExecutionPage, present
-from engine import registry, runtime
+from dashboard.forms import SendEventForm, TriggerForm, pretty_input
+from dashboard.presenters import ExecutionPage, load
+from engine import events, registry, runtime
 from engine.errors import ExecutionAlreadyFinished, ExecutionNotFound, PloyError
 from engine.models import Execution, ExecutionStatus
 from engine.queries import InvalidQuery, get_execution, parse_execution_id
 
 COUNTERS_WINDOW = timedelta(hours=1)
 ACTIVITY_WINDOW = timedelta(hours=24)
+# Sent by dashboard.js with each refresh once the user has typed in the "Send event" form: the
+# refreshed page then keeps the form as it is in the browser (hx-preserve).
+KEEP_FORM_HEADER = "X-Keep-Event-Form"
 LIST_TEMPLATE = "dashboard/execution_list.html"
 DETAIL_TEMPLATE = "dashboard/execution_detail.html"
 
@@ -62,6 +65,7 @@ def list_context(request: HttpRequest) -> dict[str, object]:
         workflow=request.GET.get("workflow", "").strip(),
         status=request.GET.get("status", "").strip(),
         search=request.GET.get("q", "").strip(),
+        parent=request.GET.get("parent", "").strip(),
     )
     cursor = request.GET.get("cursor") or None
     try:
@@ -74,7 +78,7 @@ def list_context(request: HttpRequest) -> dict[str, object]:
         "problem": problem,
         "filters": filters,
         "cursor": cursor,
-        "filtered": bool(filters.workflow or filters.status or filters.search),
+        "filtered": filters.is_set,
         "workflows": workflow_names(filters.workflow),
         "statuses": list(ExecutionStatus.values),
         "counts": queries.counts_by_status(timezone.now() - COUNTERS_WINDOW),
@@ -136,7 +140,7 @@ def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_GET
-@vary_on_headers("HX-Request", "HX-Target")
+@vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER)
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     try:
         execution = get_execution(execution_id)
@@ -144,7 +148,7 @@ def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
         if refreshes(request, "live"):
             return HttpResponseStopPolling("<p class='notice'>This execution no longer exists.</p>")
         return not_found(request, execution_id)
-    page = present(execution, now=timezone.now(), full=request.GET.get("full") == "1")
+    page = load(execution, now=timezone.now(), full=request.GET.get("full") == "1")
     if not refreshes(request, "live"):
         return render(request, DETAIL_TEMPLATE, detail_context(request, page))
     if execution.is_finished:
@@ -155,7 +159,13 @@ def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
     return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
 
 
-def detail_context(request: HttpRequest, page: ExecutionPage) -> dict[str, object]:
+def detail_context(
+    request: HttpRequest, page: ExecutionPage, *, event_form: SendEventForm | None = None
+) -> dict[str, object]:
+    """`event_form` answers the user's own submission, and replaces the one on the page; else
+    a refresh keeps the form the user has typed in, and renews an untouched one."""
+    # The page's own address, also when this answers an action posted elsewhere.
+    path = reverse("dashboard:execution_detail", args=[page.execution.id])
     query = request.GET.copy()
     query["v"] = page.fingerprint
     full_query = request.GET.copy()
@@ -164,9 +174,16 @@ def detail_context(request: HttpRequest, page: ExecutionPage) -> dict[str, objec
     return {
         "page": page,
         "execution": page.execution,
-        "poll_url": f"{request.path}?{query.urlencode()}",
-        "full_url": f"{request.path}?{full_query.urlencode()}",
+        "poll_url": f"{path}?{query.urlencode()}",
+        "full_url": f"{path}?{full_query.urlencode()}",
+        "event_form": event_form or new_event_form(page),
+        "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
     }
+
+
+def new_event_form(page: ExecutionPage) -> SendEventForm:
+    """Empty, but for the type that a step waits for now, if there is one."""
+    return SendEventForm(initial={"type": next(iter(page.waiting_for), "")})
 
 
 def not_found(request: HttpRequest, execution_id: str) -> HttpResponse:
@@ -188,8 +205,60 @@ def cancel_execution(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
         messages.success(request, "Execution cancelled.")
     if not request.htmx:
         return redirect("dashboard:execution_detail", execution_id=execution_id)
-    page = present(get_execution(execution_id), now=timezone.now())
+    page = load(get_execution(execution_id), now=timezone.now())
     return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
+
+
+@require_POST
+def send_event(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    """Send an event to a running execution, through engine.events as the API does."""
+    form = SendEventForm(request.POST)
+    if form.is_valid():
+        event_type = form.cleaned_data["type"]
+        try:
+            events.send_event(execution_id, event_type, form.cleaned_data["payload"])
+        except ExecutionNotFound:
+            return not_found(request, execution_id)
+        except ExecutionAlreadyFinished:  # the page shows how it ended, and no form any more
+            return event_refused(request, execution_id, form)
+        except events.InvalidEvent as error:
+            form.add_error("type", str(error))
+        except PloyError as error:  # the payload is too large, or holds what JSON cannot
+            form.add_error("payload", str(error))
+        else:
+            messages.success(request, f"Event {event_type!r} sent.")
+            return event_sent(request, execution_id)
+    return event_refused(request, execution_id, form)
+
+
+def event_sent(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    """The whole live region again, with an empty form: the page shows what the event did (or
+    that the execution had ended meanwhile)."""
+    if not request.htmx:
+        return redirect("dashboard:execution_detail", execution_id=execution_id)
+    page = load(get_execution(execution_id), now=timezone.now())
+    context = detail_context(request, page, event_form=new_event_form(page))
+    response = render(request, f"{DETAIL_TEMPLATE}#live", context)
+    response["HX-Retarget"] = "#live"
+    response["HX-Reswap"] = "outerHTML"
+    return response
+
+
+def event_refused(request: HtmxHttpRequest, execution_id: str, form: SendEventForm) -> HttpResponse:
+    """The form again with its errors, in place (htmx), or in the whole page."""
+    try:
+        execution = get_execution(execution_id)
+    except ExecutionNotFound:
+        return not_found(request, execution_id)
+    if execution.is_finished:  # the page has no form any more: say so above how it ended
+        messages.warning(
+            request, f"Not sent: the execution had already ended ({execution.status})."
+        )
+        return event_sent(request, execution_id)
+    page = load(execution, now=timezone.now())
+    context = detail_context(request, page, event_form=form)
+    template = f"{DETAIL_TEMPLATE}#send-event" if request.htmx else DETAIL_TEMPLATE
+    return render(request, template, context, status=422)
 
 
 @require_POST

@@ -1,5 +1,5 @@
-"""Django admin: executions, steps and attempts are read-only; cancel, rerun and trigger go
-through engine.runtime, as the API and the dashboard do."""
+"""Django admin: executions, steps, attempts and events are read-only; cancel, rerun and
+trigger go through engine.runtime, as the API and the dashboard do."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from django.utils.safestring import SafeString
 from engine import runtime
 from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
-from engine.models import Attempt, Execution, Step, Worker
+from engine.models import Attempt, Event, Execution, Step, Worker
 
 # Who may cancel, rerun and trigger, here and on the dashboard (dashboard.access): the ORM's
 # change permission (superusers have it).
@@ -41,6 +41,27 @@ def traceback_html(attempt: Attempt) -> SafeString | str:
 def execution_link(execution_id: object) -> SafeString:
     url = reverse("admin:engine_execution_change", args=[execution_id])
     return format_html('<a href="{}">{}</a>', url, execution_id)
+
+
+def children_url(execution_id: object) -> str:
+    return reverse("admin:engine_execution_changelist") + f"?parent__id__exact={execution_id}"
+
+
+class HasParentFilter(admin.SimpleListFilter):
+    """Children of invoke / invoke_many steps, or the executions nothing started."""
+
+    title = "parent"
+    parameter_name = "has_parent"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+        return [("yes", "has a parent"), ("no", "top-level")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.filter(parent__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(parent__isnull=True)
+        return queryset
 
 
 class ReadOnlyMixin:
@@ -133,10 +154,35 @@ def _attempt_error(attempt: Attempt) -> str:
     return f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else ""
 
 
+class EventFieldsMixin:
+    """An event's payload as escaped JSON, and the step that received it."""
+
+    @admin.display(description="payload")
+    def payload_json(self, event: Event) -> SafeString:
+        return pretty_json(event.payload)
+
+    @admin.display(description="received by")
+    def consumer(self, event: Event) -> SafeString | str:
+        if event.consumed_by_id is None:
+            return "- (kept until a step waits for its type)"
+        url = reverse("admin:engine_step_change", args=[event.consumed_by_id])
+        return format_html('<a href="{}">{}</a>', url, event.consumed_by.name)
+
+
+class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+    model = Event
+    extra = 0
+    fields = ("type", "payload_json", "created_at", "consumer", "consumed_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        return super().get_queryset(request).select_related("consumed_by")
+
+
 @admin.register(Execution)
 class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "workflow", "binding", "status", "created_at", "finished_at")
-    list_filter = ("workflow", "status")
+    list_filter = ("workflow", "status", HasParentFilter)
     # UUID lookups ignore dashes on every database: a full id or any part of one matches.
     search_fields = ("id", "idempotency_key")
     search_help_text = "An execution id (or part of one), or an idempotency key."
@@ -150,6 +196,8 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         "status",
         "idempotency_key",
         "rerun_of_link",
+        "parent_link",
+        "children_link",
         "created_at",
         "started_at",
         "finished_at",
@@ -160,8 +208,12 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         "error_json",
     )
     readonly_fields = fields
-    inlines = (StepInline,)
+    inlines = (StepInline, EventInline)
     actions = ("cancel_selected", "rerun_selected")
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # "The children of X", linked from an execution's page and the dashboard.
+        return lookup == "parent__id__exact" or super().lookup_allowed(lookup, value, request)
 
     def has_run_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(RUN_PERMISSION)
@@ -191,6 +243,23 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="rerun of")
     def rerun_of_link(self, execution: Execution) -> SafeString | str:
         return execution_link(execution.rerun_of_id) if execution.rerun_of_id else "-"
+
+    @admin.display(description="parent")
+    def parent_link(self, execution: Execution) -> SafeString | str:
+        if not execution.parent_id:
+            return "- (top-level)"
+        index = "" if execution.parent_index is None else f" #{execution.parent_index}"
+        return format_html(
+            "{} (step {}{})", execution_link(execution.parent_id), execution.parent_step, index
+        )
+
+    @admin.display(description="children")
+    def children_link(self, execution: Execution) -> SafeString | str:
+        count = Execution.objects.filter(parent_id=execution.id).count()
+        if not count:
+            return "-"
+        label = f"{count} child execution{'s' if count != 1 else ''}"
+        return format_html('<a href="{}">{}</a>', children_url(execution.id), label)
 
     @admin.action(description="Cancel selected executions", permissions=["run"])
     def cancel_selected(
@@ -286,6 +355,9 @@ class StepAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         "started_at",
         "finished_at",
         "wake_at",
+        "event_type",
+        "child_link",
+        "branch_of",
         "input_json",
         "output_json",
         "error_json",
@@ -296,6 +368,15 @@ class StepAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="execution")
     def execution_page(self, step: Step) -> SafeString:
         return execution_link(step.execution_id)
+
+    @admin.display(description="child")
+    def child_link(self, step: Step) -> SafeString | str:
+        if step.child_id:
+            return execution_link(step.child_id)
+        if step.input and isinstance(step.input, dict) and "children" in step.input:
+            url = children_url(step.execution_id)
+            return format_html('<a href="{}">the children of its execution</a>', url)
+        return "-"
 
 
 @admin.register(Attempt)
@@ -318,6 +399,33 @@ class AttemptAdmin(AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("step",)
     fields = ("step", *ATTEMPT_FIELDS)
     readonly_fields = fields
+
+
+@admin.register(Event)
+class EventAdmin(EventFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
+    """Events as they were sent; they change only when a waiting step receives them."""
+
+    list_display = ("id", "execution", "type", "created_at", "consumer", "consumed_at")
+    list_filter = ("type",)
+    search_fields = ("execution__id", "type")
+    search_help_text = "An execution id (or part of one), or an event type."
+    show_full_result_count = False
+    list_select_related = ("execution", "consumed_by")
+    ordering = ("-id",)
+    fields = (
+        "id",
+        "execution_page",
+        "type",
+        "payload_json",
+        "created_at",
+        "consumer",
+        "consumed_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="execution")
+    def execution_page(self, event: Event) -> SafeString:
+        return execution_link(event.execution_id)
 
 
 @admin.register(Worker)

@@ -337,3 +337,114 @@ def test_each_attempt_shows_the_worker_that_ran_it(admin_client):
         assert "host-a:11:0123abcd" in response.content.decode(), url
     found = admin_client.get("/admin/engine/attempt/", {"q": "host-a:11"})
     assert [row.id for row in found.context["cl"].result_list] == [attempt.id]
+
+
+# --- parents, children and events ---------------------------------------------------------------
+
+
+def make_child(parent: Execution, step: str = "many", index: int = 0) -> Execution:
+    child = make_execution("double", binding="DOUBLE")
+    children = Execution.objects.filter(id=child.id)
+    children.update(parent=parent, parent_step=step, parent_index=index)
+    return Execution.objects.get(id=child.id)
+
+
+def test_the_changelist_filters_by_parent(admin_client):
+    parent = make_execution("parent", binding="PARENT")
+    first, second = make_child(parent, index=0), make_child(parent, index=1)
+    other = make_child(make_execution("parent", binding="PARENT"))
+
+    def listed(query: str) -> set[str]:
+        response = admin_client.get(CHANGELIST + query)
+        assert response.status_code == 200, query
+        return {str(e.id) for e in response.context["cl"].result_list}
+
+    assert listed(f"?parent__id__exact={parent.id}") == {str(first.id), str(second.id)}
+    assert listed("?has_parent=yes") == {str(first.id), str(second.id), str(other.id)}
+    assert listed("?has_parent=no") == {str(parent.id), str(other.parent_id)}
+    assert listed(f"?has_parent=yes&parent__id__exact={parent.id}&status__exact=running") == {
+        str(first.id),
+        str(second.id),
+    }
+    html = admin_client.get(CHANGELIST).content.decode()
+    assert "By parent" in html and "has a parent" in html and "top-level" in html
+
+
+def test_the_execution_page_links_its_parent_and_its_children(admin_client):
+    parent = make_execution("parent", binding="PARENT")
+    child = make_child(parent, step="many", index=3)
+    make_child(parent, index=4)
+
+    parent_page = admin_client.get(change_url(parent)).content.decode()
+    child_page = admin_client.get(change_url(child)).content.decode()
+
+    assert f'href="{CHANGELIST}?parent__id__exact={parent.id}">2 child executions</a>' in (
+        parent_page
+    )
+    assert "- (top-level)" in parent_page
+    assert f'<a href="{change_url(parent)}">{parent.id}</a> (step many #3)' in child_page
+
+
+def test_events_are_listed_read_only_and_inline_on_their_execution(admin_client):
+    from engine.models import Event, Step
+
+    execution = make_execution("approval", binding="APPROVAL")
+    step = Step.objects.create(
+        execution=execution,
+        name="approval",
+        position=0,
+        status="completed",
+        event_type="approval",
+        started_at=execution.created_at,
+    )
+    received = Event.objects.create(
+        execution=execution,
+        type="approval",
+        payload={"by": "<b>ann</b>"},
+        created_at=execution.created_at,
+        consumed_by=step,
+        consumed_at=execution.created_at,
+    )
+    kept = Event.objects.create(execution=execution, type="note", created_at=execution.created_at)
+
+    listing = admin_client.get("/admin/engine/event/")
+    event_page = admin_client.get(reverse("admin:engine_event_change", args=[received.id]))
+    execution_page = admin_client.get(change_url(execution)).content.decode()
+    step_link = reverse("admin:engine_step_change", args=[step.id])
+
+    assert listing.status_code == 200
+    assert [e.id for e in listing.context["cl"].result_list] == [kept.id, received.id]
+    assert [
+        e.id for e in admin_client.get("/admin/engine/event/?type=note").context["cl"].result_list
+    ] == [kept.id]
+    html = event_page.content.decode()
+    assert event_page.status_code == 200 and 'name="_save"' not in html
+    assert "&lt;b&gt;ann&lt;/b&gt;" in html and "<b>ann</b>" not in html
+    assert f'<a href="{step_link}">approval</a>' in html
+    assert "Events" in execution_page and f'<a href="{step_link}">approval</a>' in execution_page
+    assert "kept until a step waits for its type" in execution_page
+    assert admin_client.get("/admin/engine/event/add/").status_code == 403
+    delete = reverse("admin:engine_event_delete", args=[received.id])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert Event.objects.count() == 2
+
+
+def test_a_step_page_names_what_it_waited_for(admin_client):
+    from engine.models import Step
+
+    parent = make_execution("parent", binding="PARENT")
+    child = make_child(parent, step="one")
+    one = Step.objects.create(
+        execution=parent, name="one", position=0, status="waiting", child=child,
+        input={"binding": "DOUBLE", "input": None}, started_at=parent.created_at,
+    )  # fmt: skip
+    many = Step.objects.create(
+        execution=parent, name="many", position=1, status="waiting",
+        input={"binding": "DOUBLE", "children": 2}, started_at=parent.created_at,
+    )  # fmt: skip
+
+    one_page = admin_client.get(reverse("admin:engine_step_change", args=[one.id])).content
+    many_page = admin_client.get(reverse("admin:engine_step_change", args=[many.id])).content
+
+    assert f'<a href="{change_url(child)}">{child.id}</a>' in one_page.decode()
+    assert f"?parent__id__exact={parent.id}" in many_page.decode()

@@ -19,7 +19,7 @@ os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 from django.contrib.auth.models import Permission, User  # noqa: E402
 
 from engine import runtime  # noqa: E402
-from engine.models import Execution  # noqa: E402
+from engine.models import Event, Execution  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -391,3 +391,125 @@ def test_the_workers_page_follows_a_live_worker(page: Page, start_worker: Callab
     worker.kill()  # silent past the timeout: dead, dimmed, still listed
     dead = page.locator(f'tr[data-status="dead"]:has-text("{worker.worker_id}")')
     expect(dead).to_have_class(re.compile(r"\bdimmed\b"))
+
+
+# --- waits and composition ----------------------------------------------------------------------
+
+
+def test_send_an_event_to_a_waiting_execution_and_watch_it_complete(
+    page: Page, start_worker: Callable
+) -> None:
+    start_worker()
+    execution_id = runtime.trigger("APPROVAL", {"timeout_ms": 600_000}).execution_id
+    page.goto(f"/executions/{execution_id}/")
+    mark_document(page)
+    questions: list[str] = []
+    page.on("dialog", lambda dialog: questions.append(dialog.message))  # accepted by `page`
+
+    approval = page.locator(".step", has_text="approval").first
+    expect(approval.locator(".badge").first).to_have_text("waiting")
+    wait = approval.locator(".wait-line")
+    expect(wait).to_contain_text("Waiting for event approval since")
+    expect(wait).to_contain_text("times out at")
+    expect(wait.locator(".local-time")).to_have_count(2)  # since and until, in local time too
+    expect(page.locator(".tl-bar.bar-wait")).to_have_count(1)
+    form = page.locator("#send-event")
+    expect(form.get_by_label("Event type")).to_have_value("approval")
+    screenshot(page, "13-execution-waiting")
+
+    # What is typed survives the page's own refreshes (every 5 s at the latest while running).
+    form.get_by_label("Payload (JSON)").fill('{"approved": true, "by": "ann"')
+    page.evaluate("document.getElementById('live').dataset.old = 'yes'")
+    page.wait_for_function("!document.getElementById('live').dataset.old", timeout=10_000)
+    expect(form.get_by_label("Payload (JSON)")).to_have_value('{"approved": true, "by": "ann"')
+
+    form.get_by_role("button", name="Send event").click()
+    expect(form.locator("#event-payload-error")).to_contain_text("Not valid JSON")
+    assert Event.objects.count() == 0
+    form.get_by_label("Payload (JSON)").fill('{"approved": true, "by": "ann"}')
+    form.get_by_role("button", name="Send event").click()
+
+    expect(page.locator("#execution-status")).to_have_text("completed")
+    assert questions == ["Send the event \u201capproval\u201d to this execution?"] * 2
+    expect(page.locator("#send-event")).to_have_count(0)  # nothing to send to any more
+    expect(page.locator("#execution-output")).to_contain_text('"by": "ann"')
+    expect(approval.locator(".wait-line")).to_contain_text("Received event approval at")
+    event = page.locator("#events tbody tr")
+    expect(event).to_have_count(1)
+    expect(event).to_contain_text("approval")
+    expect(event.locator(".consumer")).to_contain_text("approval at")
+    expect(page.locator(".step", has_text="act")).to_contain_text("completed")
+    assert_not_reloaded(page)
+    screenshot(page, "14-execution-event-received")
+
+
+def test_a_parent_page_follows_its_childrens_progress(page: Page) -> None:
+    parent_id = runtime.trigger("PARENT", {"value": 1, "values": [1, 2, 3, 4, 5, 6]}).execution_id
+    runtime.run_execution(parent_id)
+    [one] = Execution.objects.filter(parent_id=parent_id)
+    runtime.run_execution(str(one.id))
+    runtime.run_execution(parent_id)
+    many = list(Execution.objects.filter(parent_id=parent_id, parent_step="many").order_by("id"))
+    for child in many[:4]:
+        runtime.run_execution(str(child.id))
+
+    page.goto(f"/executions/{parent_id}/")
+    mark_document(page)
+    progress = page.locator("#children .fan-out")
+    expect(progress).to_contain_text("4/6 children done")
+    expect(page.locator("#children tbody tr")).to_have_count(7)
+    expect(page.locator(".step", has_text="many").locator(".wait-line")).to_contain_text(
+        "Waiting for 2 of 6 children"
+    )
+    screenshot(page, "15-parent-fan-out")
+
+    for child in many[4:]:  # the last children end; the parent wakes, and ends too
+        runtime.run_execution(str(child.id))
+    expect(progress).to_contain_text("6/6 children done")
+    runtime.run_execution(parent_id)
+    expect(page.locator("#execution-status")).to_have_text("completed")
+    expect(page.locator("#children tbody .badge-completed")).to_have_count(7)
+    assert_not_reloaded(page)
+
+    # A child's page leads back to its parent; the parent's, to the list of its children.
+    page.locator("#children tbody tr").nth(3).get_by_role("link").first.click()
+    expect(page).to_have_url(re.compile(rf"/executions/{many[2].id}/$"))
+    expect(page.locator("#parent-link")).to_contain_text("started by its step many (#2)")
+    page.locator("#parent-link").get_by_role("link", name=parent_id).click()
+    expect(page).to_have_url(re.compile(rf"/executions/{parent_id}/$"))
+    page.locator("#children").get_by_role("link", name="list them all").click()
+    expect(page).to_have_url(re.compile(rf"/\?parent={parent_id}$"))
+    expect(page.locator("#executions tbody tr")).to_have_count(7)
+    page.locator("select[name=workflow]").select_option("parent")  # the filter stays
+    expect(page).to_have_url(re.compile(rf"parent={parent_id}"))
+    expect(page.locator("#executions")).to_contain_text("No execution matches these filters")
+
+
+def test_parallel_branches_are_drawn_side_by_side(page: Page) -> None:
+    execution_id = runtime.trigger("FAN_OUT", {"barrier": True}).execution_id
+    runtime.run_execution(execution_id)
+
+    page.goto(f"/executions/{execution_id}/")
+
+    group = page.locator(".tl-row.tl-group")
+    lanes = page.locator(".tl-lanes .tl-row.tl-lane")
+    expect(group.locator(".tl-label")).to_have_text("fan")
+    expect(lanes.locator(".tl-label")).to_have_text(["fan[a]", "fan[b]", "fan[c]"])
+    group_label = group.locator(".tl-label .dot").bounding_box()
+    bars = []
+    for index in range(3):
+        label = lanes.nth(index).locator(".tl-label .dot").bounding_box()
+        assert label["y"] > group_label["y"], "each lane is under its group"
+        assert label["x"] > group_label["x"], "and indented"
+        bars.append(lanes.nth(index).locator(".tl-bar.bar-completed").bounding_box())
+    # The three branches ran at once (a barrier of three): their bars overlap in time.
+    latest_start = max(bar["x"] for bar in bars)
+    earliest_end = min(bar["x"] + bar["width"] for bar in bars)
+    assert latest_start < earliest_end, bars
+    span = group.locator(".tl-bar.bar-group").bounding_box()
+    assert span["x"] <= min(bar["x"] for bar in bars) + 1
+    group_step = page.locator("#steps-title ~ .step-kind-group")
+    expect(group_step.locator(".branches .step-branch .step-name")).to_have_text(
+        ["fan[a]", "fan[b]", "fan[c]"]
+    )
+    screenshot(page, "16-parallel-lanes")

@@ -4,6 +4,7 @@
 // - copy buttons
 // - keeps <details> open or closed as the user left them when htmx swaps a region
 // - opens the traceback of an attempt reached from the timeline
+// - asks before sending an event, naming its type; keeps that form as typed across refreshes
 (function () {
   "use strict";
 
@@ -104,6 +105,31 @@
     Object.keys(parameters).forEach(function (key) {
       if (parameters[key] === "") delete parameters[key];
     });
+  });
+  // The question names what the user typed, which a fixed hx-confirm cannot; an empty type
+  // goes through unasked, for the server's message.
+  document.addEventListener("htmx:confirm", function (event) {
+    const form = event.detail.elt;
+    if (!form.hasAttribute || !form.hasAttribute("data-confirm-event")) return;
+    const field = form.elements.namedItem("type");
+    const type = field ? field.value.trim() : "";
+    if (!type) return;
+    event.preventDefault();
+    if (window.confirm("Send the event \u201c" + type + "\u201d to this execution?")) {
+      event.detail.issueRequest(true);
+    }
+  });
+  // Refreshes renew the "Send event" form (its suggested type) until the user types in it;
+  // from then on they keep it as it is.
+  ["focusin", "input"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      const section = event.target.closest && event.target.closest("#send-event");
+      if (section) section.dataset.touched = "true";
+    });
+  });
+  document.addEventListener("htmx:configRequest", function (event) {
+    const section = document.getElementById("send-event");
+    if (section && section.dataset.touched) event.detail.headers["X-Keep-Event-Form"] = "true";
   });
   function openTarget() {
     const id = decodeURIComponent(location.hash.slice(1));
