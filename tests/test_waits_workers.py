@@ -6,6 +6,8 @@ how often a body ran across processes, crashes and restarts."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -18,7 +20,7 @@ from huey.contrib.djhuey import HUEY
 from engine import events, runtime
 from engine.errors import ExecutionAlreadyFinished
 from engine.models import Event, Execution, Step
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for, worker_environment
 from tests.workflows.app import calls
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -257,6 +259,35 @@ def test_cancelling_a_parent_cancels_its_running_children_recursively(start_work
     assert calls(leaf.id) == ["first", "slow", "slow-done"]
     assert calls(top) == calls(middle.id) == []  # no `after` ran
     assert step(top, "inner").status == step(middle.id, "leaf").status == "cancelled"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/runtime.py cancel_execution commits the parent's cancel, then cancels each "
+    "child in a transaction of its own: a crash in between leaves the children running",
+)
+def test_a_crash_in_the_middle_of_a_cancel_leaves_no_child_running(start_worker):
+    start_worker(threads=4)
+    parent_id = start("MANY_ITEMS", {"values": list(range(300)), "ms": 200})
+    wait_for(lambda: len(children(parent_id)) == 300)
+    code = f"from engine import runtime; runtime.cancel_execution({parent_id!r})"
+    canceller = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code],
+        cwd=ROOT,
+        env=worker_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Execution.objects.get(id=parent_id).status == "cancelled", interval=0.01)
+    finally:
+        canceller.kill()  # the web process dies, as gunicorn's timeout or an OOM kill would
+        canceller.wait(timeout=10)
+    running = Execution.objects.filter(parent_id=parent_id, status="running")
+    wait_for(lambda: not running.exists(), timeout=10)
+    cancelled_at = Execution.objects.get(id=parent_id).finished_at
+    late = Execution.objects.filter(parent_id=parent_id, finished_at__gt=cancelled_at)
+    assert set(late.values_list("status", flat=True)) <= {"cancelled"}
 
 
 # -- invoke_many ------------------------------------------------------------------------------
