@@ -38,6 +38,7 @@ def to_host(moment: datetime) -> datetime:
 
 def measure() -> None:
     """Read the database's clock once (PostgreSQL only)."""
+    connection.ensure_connection()  # connecting is not part of the round trip
     sent = timezone.now()
     with connection.cursor() as cursor:
         cursor.execute("SELECT statement_timestamp()")

@@ -12,7 +12,6 @@ from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
-from django.db.models.functions import Now
 
 from engine import clock, registry, wakeup, workers
 from engine.children import wake_parent
@@ -205,7 +204,7 @@ def _follow_up(execution_id: uuid.UUID) -> None:
     row = (
         Execution.objects.running()
         .unowned()
-        .filter(id=execution_id, wake_at__gt=Now())
+        .filter(id=execution_id, wake_at__isnull=False)
         .values_list("wake_at", flat=True)
         .first()
     )
@@ -356,11 +355,12 @@ def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: in
         logger.exception("execution %s: could not queue it; the sweep will", execution_id)
 
 
-def sweep(*, now: datetime | None = None) -> int:
+def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int:
     """Re-queue running executions that no worker holds: those overdue at once, and those due
     before the next sweep at their wake time, in case their message was lost."""
     now = now or clock.now()
-    overdue_since = now - timedelta(seconds=settings.PLOY_SWEEP_GRACE_SECONDS)
+    grace = timedelta(seconds=settings.PLOY_SWEEP_GRACE_SECONDS) if grace is None else grace
+    overdue_since = now - grace
     unowned = Execution.objects.running().unowned().order_by("wake_at")
     overdue = list(
         unowned.filter(wake_at__lte=overdue_since).values_list("id", flat=True)[:SWEEP_BATCH]

@@ -88,18 +88,26 @@ class WorkerProcess:
             )
 
     def stop(self) -> None:
-        """Release what is still held (a step body past the shutdown timeout) and sign off."""
+        """Sign off. A step body still running (past the shutdown timeout, or after a second
+        signal) keeps its execution: freeing it now would let another worker run the same step
+        while this process is still inside it, so the leader frees it once the heartbeats have
+        stopped for the timeout, as after a crash."""
         if self._heartbeat is None:
             return
         self.stopping.set()
         self._heartbeat.stop()
         self._heartbeat = None
+        self.retry_releases()
         with self._lock:
-            claims = [*self._held.values(), *self._to_release.values()]
-            self._held.clear()
-            self._to_release.clear()
-        for claim in claims:
-            release_claim(claim)
+            still_running = list(self._held)
+        if still_running:
+            logger.warning(
+                "worker %s stops with %d step(s) still running; they resume elsewhere after "
+                "the worker timeout",
+                self.id,
+                len(still_running),
+            )
+            return
         Worker.objects.filter(id=self.id).update(
             status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
         )
@@ -210,10 +218,13 @@ def beat(worker: WorkerProcess) -> bool:
 
 
 def is_leader(worker: WorkerProcess) -> bool:
-    """The oldest live worker leads; two leaders for a moment are harmless (all idempotent)."""
+    """The oldest worker that heartbeated in the last few beats leads, so a dead leader is
+    replaced within seconds; two leaders for a moment are harmless (all they do is
+    idempotent)."""
+    recently = timedelta(seconds=min(settings.PLOY_WORKER_TIMEOUT_SECONDS, 3 * heartbeat_seconds()))
     oldest = (
         Worker.objects.filter(status=WorkerStatus.ALIVE, threads__gt=0)
-        .filter(last_seen_at__gte=clock.now() - timeout())
+        .filter(last_seen_at__gte=clock.now() - recently)
         .values_list("id", flat=True)
         .first()
     )
@@ -221,14 +232,17 @@ def is_leader(worker: WorkerProcess) -> bool:
 
 
 def reap() -> int:
-    """Declare silent workers dead and free every execution held by a worker that is not live."""
+    """Declare silent workers dead and free every execution held by a worker that is not live;
+    how many workers were declared dead."""
     silent = Worker.objects.filter(
         status__in=LIVE_STATUSES, last_seen_at__lt=clock.now() - timeout()
     )
-    declare_dead(list(silent.values_list("id", flat=True)))
+    dead = list(silent.values_list("id", flat=True))
+    declare_dead(dead)
     live = Worker.objects.filter(status__in=LIVE_STATUSES).values("id")
     orphans = Execution.objects.running().filter(owner__isnull=False).exclude(owner__in=live)
-    return release_owned_by(list(orphans.values_list("owner", flat=True).distinct()))
+    release_owned_by(list(orphans.values_list("owner", flat=True).order_by().distinct()))
+    return len(dead)
 
 
 def declare_dead(worker_ids: list[str]) -> None:
@@ -320,7 +334,10 @@ class Heartbeat:
     def lead(self) -> None:
         from engine.runtime import sweep
 
-        reap()
+        if reap():
+            # A dead worker may have taken a message off the queue and died before claiming
+            # its execution: look for what is overdue by the timeout, now, not at the next sweep.
+            sweep(grace=timeout() - timedelta(seconds=heartbeat_seconds()))
         if time.monotonic() >= self._next_sweep:
             self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
             sweep()

@@ -115,15 +115,18 @@ SQLITE_OPTIONS = {
 def _database(url: str | None) -> dict:
     if not url:
         url = f"sqlite:///{PLOY_DATA_DIR / 'ploy.sqlite3'}"
-    # Connections are kept per thread (a worker thread runs many executions) and checked
-    # before reuse, so a dropped one is replaced instead of failing a run.
-    config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
+    # Closed after each request here (runserver's thread per request would leave one open per
+    # thread); workers keep theirs (WORKER_CONN_MAX_AGE), checked before reuse.
+    config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
     if config["ENGINE"] == "django.db.backends.sqlite3":
         config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
     return config
 
 
 DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
+# A worker thread runs execution after execution: it keeps its connection (Huey closes old ones
+# around each task), and a dropped one is replaced before reuse instead of failing a run.
+WORKER_CONN_MAX_AGE = 600
 
 
 def _huey(url: str | None) -> dict:

@@ -311,9 +311,9 @@ def test_kill_9_at_30_random_points_repeats_only_the_step_in_flight(start_worker
         DjangoStore(),
         kill_points=KILL_POINTS,
         workers=4,
-        # A kill between taking a message and claiming its execution leaves it to the sweep
-        # (see the xfail test below): a short one keeps this test short.
-        environment={"PLOY_SWEEP_SECONDS": "2"},
+        # A kill between taking a message and claiming its execution is found by the leader's
+        # sweep after the worker is declared dead (a test below).
+        environment={},
     )
 
 
@@ -472,12 +472,6 @@ def test_a_second_sigterm_stops_at_once_and_the_step_runs_again_elsewhere(start_
     report("second SIGTERM -> the step runs again on another worker", resumed - signalled)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/workers.py WorkerProcess.stop() frees the claims of step bodies that still "
-    "run (a second signal, or past PLOY_SHUTDOWN_SECONDS): another worker starts the step "
-    "while this process, until it exits, still runs it",
-)
 @pytest.mark.parametrize("how", ["second SIGTERM", "past PLOY_SHUTDOWN_SECONDS"])
 def test_a_step_cut_off_by_a_forced_stop_never_runs_twice_at_once(start_worker, how):
     """The cut-off body keeps ticking until its process is gone (its exit takes 1 s more, as
@@ -529,11 +523,6 @@ def test_recovery_after_kill_9_with_the_default_timeout_is_within_10_seconds(sta
     report(f"kill -9 -> step runs again, SQLite, default timeout, {where}", recovery)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a queue message taken by a worker killed before its claim is found only by the "
-    "leader's next sweep (PLOY_SWEEP_SECONDS, 60 s by default), not within 10 s",
-)
 def test_an_execution_whose_message_died_with_its_worker_resumes_within_10_seconds(
     start_worker,
 ):
@@ -558,11 +547,6 @@ def test_an_execution_whose_message_died_with_its_worker_resumes_within_10_secon
     wait_for(lambda: starts(taken), timeout=max(0, killed_at + 10 - time.time()))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/runtime.py _follow_up() drops a message that came just before the wake time "
-    "when that time passes between the claim's Now() and its own: nothing is queued again",
-)
 def test_a_message_that_comes_just_before_the_wake_time_is_never_dropped():
     """A message a few ms early, as when the triggering process's clock reads ahead (its first
     reading of the database's clock counts the connection's set-up): the claim finds the

@@ -7,6 +7,7 @@ import logging
 import signal
 
 from django.conf import settings
+from django.db import connections
 from django.utils.module_loading import autodiscover_modules
 from huey.consumer import Consumer
 from huey.consumer import Worker as HueyWorker
@@ -67,6 +68,8 @@ class Command(RunHueyCommand):
         huey_logger = logging.getLogger("huey")
         if not huey_logger.handlers:
             config.setup_logger(huey_logger)
+        for alias in connections:
+            connections.settings[alias]["CONN_MAX_AGE"] = settings.WORKER_CONN_MAX_AGE
         consumer = PloyConsumer(HUEY, **config.values)
         worker = workers.current()
         worker.start(threads=config.workers)
