@@ -9,8 +9,8 @@ otherwise.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -104,13 +104,39 @@ def _run_branches(
         finally:
             connections.close_all()  # this pool thread's own connection
 
-    with ThreadPoolExecutor(max_workers=min(len(fns), MAX_THREADS)) as pool:
-        results = dict(zip(fns, pool.map(branch, fns), strict=True))
+    results = _on_daemon_threads(branch, list(fns))
     for outcome in results.values():
         expected = isinstance(outcome, StepFailed | Suspend) or _is_signal(outcome)
         if isinstance(outcome, BaseException) and not expected:
             raise outcome  # misuse (a nested step, say) fails the execution as in step.run
     return results
+
+
+def _on_daemon_threads(fn: Callable[[str], object], keys: list[str]) -> dict[str, object]:
+    """`fn(key)` for every key, at most MAX_THREADS at once, on daemon threads as Huey's own
+    are: a stopping worker exits at its shutdown timeout even with a branch still running
+    (concurrent.futures would join its threads at exit, however long the branch takes)."""
+    pending = iter(keys)
+    lock = threading.Lock()
+    results: dict[str, object] = {}
+
+    def work() -> None:
+        while True:
+            with lock:
+                key = next(pending, None)
+            if key is None:
+                return
+            results[key] = fn(key)
+
+    threads = [
+        threading.Thread(target=work, name="ploy-parallel", daemon=True)
+        for _ in range(min(len(keys), MAX_THREADS))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return {key: results[key] for key in keys}
 
 
 def _is_signal(outcome: object) -> bool:

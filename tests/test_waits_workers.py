@@ -406,3 +406,27 @@ def test_a_kill_in_the_middle_of_a_parallel_step_reruns_only_the_cut_off_branche
             (2, "completed", ""),
         ]
     assert step(execution_id, "fan").status == "completed"
+
+
+def test_a_sigterm_in_the_middle_of_a_parallel_step_stops_the_worker_on_time(start_worker):
+    """A branch still running at the shutdown timeout holds the process no longer than a plain
+    step does; it runs again on the next worker, the finished branches do not."""
+    worker = start_worker(PLOY_SHUTDOWN_SECONDS="1")
+    execution_id = start("SPLIT", {"slow": ["c"], "seconds": 60})
+    wait_for(
+        lambda: (
+            all(has_status(execution_id, f"fan[{key}]", "completed") for key in "abd")
+            and "c" in calls(execution_id)
+        )
+    )
+    signalled_at = time.monotonic()
+    worker.terminate()
+    assert worker.process.wait(timeout=30) == 0
+    assert time.monotonic() - signalled_at < 10  # the shutdown timeout, not the branch's minute
+    start_worker()
+    execution = ended(execution_id)
+    assert execution.output == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    assert sorted(calls(execution_id)) == ["a", "after", "b", "c", "c", "d"]
+    assert [status for _, status, _ in attempts(execution_id, "fan[c]")] == ["failed", "completed"]
+    for key in "abd":
+        assert attempts(execution_id, f"fan[{key}]") == [(1, "completed", "")]
