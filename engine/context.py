@@ -12,7 +12,14 @@ from datetime import datetime, timedelta
 from engine import step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend
 from engine.config import check_retries
-from engine.errors import NonRetryableError, PloyError, RetryAfter, StepFailed, StepMisuse
+from engine.errors import (
+    CodeChanged,
+    NonRetryableError,
+    PloyError,
+    RetryAfter,
+    StepFailed,
+    StepMisuse,
+)
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
 from engine.waits import WaitingSteps
@@ -48,6 +55,10 @@ class StepContext(WaitingSteps):
         self._clock = clock
         self._sleeps = 0
         self._used: set[str] = set()  # names reached in this run: each may be used once
+        # The names stored by position (parallel branches aside, whose order is the threads'):
+        # a replay must reach the same names in the same order.
+        self._stored_order = [step.name for step in steps if not step.branch_of]
+        self._reached = 0
         self._positions = len(steps)
         self._lock = threading.RLock()  # parallel branches share the names and positions
         self._local = threading.local()  # the step whose fn this thread is calling
@@ -72,8 +83,9 @@ class StepContext(WaitingSteps):
         except (Abandon, EngineUnavailable) as signal:
             raise self._latch(signal) from None
 
-    def _enter(self, name: str, call: str) -> None:
-        """Checks at every step boundary, before anything of the step runs."""
+    def _enter(self, name: str, call: str, *, positioned: bool = True) -> None:
+        """Checks at every step boundary, before anything of the step runs. `positioned`: the
+        step takes the next position (not a parallel branch, nor an empty fan-out)."""
         self.reraise_latched()
         self._check_not_nested(call)
         with self._lock:
@@ -83,6 +95,12 @@ class StepContext(WaitingSteps):
                     f'so give each call its own name (e.g. f"{name}:{{item}}")'
                 )
             self._used.add(name)
+            if positioned:
+                position, self._reached = self._reached, self._reached + 1
+                stored = self._stored_order[position : position + 1]
+                if stored and stored[0] != name:
+                    # Nothing of the new path may run: latched, the execution fails.
+                    raise self._latch(CodeChanged(position, stored[0], name))
 
     @property
     def _running(self) -> str | None:

@@ -113,3 +113,15 @@ class RetryAfter(Exception):
             raise ValueError(f"RetryAfter(seconds) needs a number of seconds >= 0, got {seconds!r}")
         super().__init__(message or f"retry after {seconds:g} s")
         self.seconds = float(seconds)
+
+
+class CodeChanged(PloyError):
+    """A replay reached a step whose name differs from the one stored at that position."""
+
+    def __init__(self, position: int, stored: str, reached: str) -> None:
+        self.position, self.stored, self.reached = position, stored, reached
+        super().__init__(
+            f"the workflow's code changed under this execution: step {position + 1} was "
+            f"{stored!r} and is now {reached!r}; finish or cancel the executions started "
+            "before a deploy that renames, reorders or removes steps"
+        )

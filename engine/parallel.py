@@ -44,7 +44,7 @@ def run_parallel(
     if group is not None and group.status == StepStatus.FAILED:
         raise _failed(group)
     for key in fns:
-        context._enter(branch_name(name, key), f"step.parallel({name!r})")
+        context._enter(branch_name(name, key), f"step.parallel({name!r})", positioned=False)
     if group is None:
         group = _start_group(context, name, list(fns))
     outcomes = _run_branches(context, name, fns)

@@ -170,7 +170,7 @@ class WaitingSteps:
         wait = ChildrenWait(_binding_name(binding), inputs, many=True)
         snapshot = {"binding": wait.binding, "children": len(inputs)}
         if not inputs:
-            self._enter(name, f"step.invoke_many({name!r})")
+            self._enter(name, f"step.invoke_many({name!r})", positioned=False)
             return []
         return self._wait(name, wait, f"step.invoke_many({name!r})", snapshot, None)
 

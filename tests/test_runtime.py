@@ -490,3 +490,40 @@ def test_retry_after_refuses_a_negative_delay():
 
     with pytest.raises(ValueError, match="seconds >= 0, got -1"):
         RetryAfter(-1)
+
+
+def deploy(execution_id: str, names: str) -> None:
+    from tests.workflows.app import counts_dir
+
+    (counts_dir() / f"{execution_id}.names").write_text(names)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "position", "stored", "reached"),
+    [
+        ("a b c", "a x c", 2, "b", "x"),  # renamed
+        ("a b c", "b a c", 1, "a", "b"),  # reordered
+        ("a b c", "a c", 2, "b", "c"),  # removed
+    ],
+)
+def test_a_step_renamed_reordered_or_removed_in_flight_fails_with_code_changed(
+    before, after, position, stored, reached
+):
+    execution_id = start("CODE_CHANGE")
+    deploy(execution_id, before)
+    assert run(execution_id).status == "running"  # asleep after two steps
+    deploy(execution_id, after)
+    execution = run(execution_id, after=2)
+    assert execution.status == "failed" and execution.error["type"] == "CodeChanged"
+    message = execution.error["message"]
+    assert f"step {position} was {stored!r} and is now {reached!r}" in message
+    assert calls(execution_id) == before.split()[:2]  # nothing of the new path ran
+
+
+def test_steps_past_the_stored_ones_are_simply_new():
+    execution_id = start("CODE_CHANGE")
+    deploy(execution_id, "a b c")
+    run(execution_id)
+    deploy(execution_id, "a b c d")
+    execution = run(execution_id, after=2)
+    assert execution.status == "completed" and calls(execution_id) == ["a", "b", "c", "d"]
