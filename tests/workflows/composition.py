@@ -112,11 +112,14 @@ def many_items(*, input, step, execution_id):
 def item(*, input, step):
     def double():
         record(input["parent"], f"item:{input['index']}")
+        if input["value"] < 0:
+            raise ValueError(f"negative value {input['value']}")
         if input["ms"]:
             threading.Event().wait(input["ms"] / 1000)
         return input["value"] * 2
 
-    return step.run("double", double)
+    # a negative value fails at once, without retries
+    return step.run("double", double, retries=0 if input["value"] < 0 else None)
 
 
 def sad_parent(*, step, execution_id):
