@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
+from django.db import connections
+
 from engine import step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend
 from engine.config import check_retries
@@ -19,6 +21,7 @@ from engine.errors import (
     RetryAfter,
     StepFailed,
     StepMisuse,
+    StepTimeout,
 )
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.payloads import error_details, to_json
@@ -122,11 +125,20 @@ class StepContext(WaitingSteps):
         *,
         input: object = None,
         retries: int | None = None,
+        timeout: float | None = None,
     ) -> object:
-        """Run `fn` once and persist its result; on a replay return the stored result."""
+        """Run `fn` once and persist its result; on a replay return the stored result.
+        `timeout` (seconds) fails an attempt that runs longer (StepTimeout, retried)."""
         _check_step_name(name)
         if not callable(fn):
             raise TypeError(f"step.run({name!r}, fn): fn must be a function, got {fn!r}")
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+                raise ValueError(
+                    f"step.run({name!r}, timeout=...) must be a number of seconds > 0, "
+                    f"got {timeout!r}"
+                )
+            fn = _bounded(self, name, fn, timeout)
         self._enter(name, f"step.run({name!r})")
         return self._run_step(name, fn, input=input, retries=retries)
 
@@ -305,6 +317,36 @@ class StepContext(WaitingSteps):
                 step.status, step.error, step.finished_at = StepStatus.FAILED, details, now
             step.save(update_fields=["failure_count", "wake_at", "status", "error", "finished_at"])
         return self._latch(Suspend(step.wake_at)) if retry else _step_failed(step)
+
+
+def _bounded(
+    context: StepContext, name: str, fn: Callable[[], object], seconds: float
+) -> Callable[[], object]:
+    """`fn` on a thread of its own, given up after `seconds`: Python cannot stop a running
+    function, so it goes on in the background and its late result is discarded."""
+
+    def call() -> object:
+        outcome: dict[str, object] = {}
+        done = threading.Event()
+
+        def target() -> None:
+            context._running = name  # steps stay unnestable on this thread too
+            try:
+                outcome["value"] = fn()
+            except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+                outcome["error"] = error
+            finally:
+                connections.close_all()
+                done.set()
+
+        threading.Thread(target=target, name=f"ploy-step-{name}", daemon=True).start()
+        if not done.wait(seconds):
+            raise StepTimeout(name, seconds)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return call
 
 
 def _synchronous(name: str, value: object) -> object:

@@ -125,3 +125,14 @@ class CodeChanged(PloyError):
             f"{stored!r} and is now {reached!r}; finish or cancel the executions started "
             "before a deploy that renames, reorders or removes steps"
         )
+
+
+class StepTimeout(PloyError):
+    """A step attempt ran longer than its `timeout`; retried like any error."""
+
+    def __init__(self, step_name: str, seconds: float) -> None:
+        self.step_name, self.seconds = step_name, seconds
+        super().__init__(
+            f"step {step_name!r} ran longer than its timeout of {seconds:g} s: its result, if it "
+            "ever comes, is discarded"
+        )

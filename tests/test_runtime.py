@@ -22,6 +22,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.models import Execution, Step
+from tests.conftest import wait_for
 from tests.workflows.app import calls
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -527,3 +528,29 @@ def test_steps_past_the_stored_ones_are_simply_new():
     deploy(execution_id, "a b c d")
     execution = run(execution_id, after=2)
     assert execution.status == "completed" and calls(execution_id) == ["a", "b", "c", "d"]
+
+
+def test_a_step_over_its_timeout_fails_with_step_timeout_and_is_retried():
+    execution_id = start("TIMED", {"first_seconds": 1.5, "timeout": 0.3})
+    assert run(execution_id).status == "running"
+    assert attempts(execution_id, "timed") == [(1, "failed", "StepTimeout")]
+    execution = run(execution_id, after=3)
+    assert execution.status == "completed" and execution.output == "on time"
+    wait_for(lambda: "late" in calls(execution_id), timeout=5)  # the first body ran on...
+    assert Execution.objects.get(id=execution_id).output == "on time"  # ...its result discarded
+
+
+def test_a_step_timeout_must_be_positive():
+    from engine.claims import Claim
+    from engine.context import StepContext
+
+    execution = Execution.objects.get(id=start("SLEEPER", {"ms": 1}))
+    context = StepContext(
+        execution=execution,
+        steps=[],
+        retries=3,
+        claim=Claim(execution_id=execution.id, owner="x", epoch=1),
+        clock=timezone.now,
+    )
+    with pytest.raises(ValueError, match="must be a number of seconds > 0, got 0"):
+        context.run("a", lambda: 1, timeout=0)

@@ -382,3 +382,20 @@ def code_change(*, step, execution_id):
 
 
 workflows["code_change"] = code_change
+
+
+def timed(*, input, step, execution_id):
+    """A step slow on its first attempt only: the timeout gives up on it, the retry wins."""
+
+    def body():
+        record(execution_id, "body")
+        if calls(execution_id).count("body") == 1:
+            threading.Event().wait(input["first_seconds"])
+            record(execution_id, "late")
+            return "late"
+        return "on time"
+
+    return step.run("timed", body, timeout=input["timeout"])
+
+
+workflows["timed"] = timed
