@@ -1,4 +1,4 @@
-"""/admin/ (Django admin), /api/ (the HTTP API), and the dashboard at /.
+"""/admin/ (Django admin), /api/ (the HTTP API), /metrics (Prometheus), and the dashboard at /.
 
 Errors Django answers itself (a bad Host header, an exception outside a view) get its HTML pages,
 except under /api/, whose clients read JSON `{"detail": ...}` whatever went wrong."""
@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
 from django.views import defaults
 
+from engine import metrics
 from engine.api import api
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ API_PREFIX = "/api/"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("metrics", metrics.scrape, name="metrics"),
     path("", include("dashboard.urls")),
 ]
 
