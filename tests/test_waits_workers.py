@@ -375,7 +375,7 @@ def test_children_left_unqueued_by_a_killed_parent_run_are_queued_by_its_recover
 )
 def test_a_failed_child_fails_invoke_many_at_once(start_worker):
     start_worker(threads=4, PLOY_SHUTDOWN_SECONDS="1")
-    parent_id = start("MANY_ITEMS", {"values": [-1, *range(1, 9)], "ms": 3000})
+    parent_id = start("MANY_ITEMS", {"values": [-1, 1, 2], "ms": 3000})
     execution = ended(parent_id, timeout=30)
     assert execution.status == "failed" and "negative value -1" in execution.error["message"]
     siblings_done_first = Execution.objects.filter(
