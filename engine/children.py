@@ -13,15 +13,16 @@ from engine import clock, registry
 from engine.models import Execution, Step
 
 
-def wake_parent(child: Execution) -> None:
-    """The parent's wait is over once the last child of its step has ended."""
+def wake_parent(child: Execution, *, completed: bool = True) -> None:
+    """The parent's wait is over once the last child of its step has ended, or at once when
+    one did not complete (failed, cancelled)."""
     parents = Execution.objects.running().filter(id=child.parent_id)
     if not list(parents.select_for_update().values_list("id", flat=True)):
         return  # the parent ended; locked otherwise, so two last children cannot both miss
     siblings = Execution.objects.running().filter(
         parent_id=child.parent_id, parent_step=child.parent_step
     )
-    if siblings.exclude(id=child.id).exists():
+    if completed and siblings.exclude(id=child.id).exists():
         return
     woken = parents.update(wake_at=Now())
     if woken and not parents.filter(owner__isnull=False).exists():

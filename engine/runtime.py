@@ -105,43 +105,67 @@ def rerun_execution(execution_id: object) -> TriggerResult:
 
 
 def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Execution:
-    """Cancelled at once; a worker running it stops at its next step boundary."""
+    """Cancelled at once with its running descendants, in one transaction; a worker running
+    any of them stops at its next step boundary."""
     execution_uuid = parse_execution_id(execution_id)
     now = now or clock.now()
     with serialized(), transaction.atomic():
+        levels = _running_descendants(execution_uuid)
+        # Child-first, the order in which a finishing child locks its row, then its parent's.
+        for level in reversed(levels):
+            list(_cancellable(level).select_for_update().values_list("id", flat=True))
         # An execution whose failure is recorded is failing (its on_error hook runs or is due):
         # it ends as failed, never cancelled after the hook ran.
-        cancelled = (
-            Execution.objects.running()
-            .filter(id=execution_uuid, error__isnull=True)
-            .update(status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None)
+        cancelled = _cancellable([execution_uuid]).update(
+            status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None
         )
         if not cancelled:
             execution = _get(execution_uuid)
             status = ExecutionStatus.FAILED if execution.error is not None else execution.status
             raise ExecutionAlreadyFinished(execution.id, status)
+        descendants = list(
+            _cancellable([each for level in levels for each in level]).values_list("id", flat=True)
+        )
+        Execution.objects.filter(id__in=descendants).update(
+            status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None
+        )
+        ids = [execution_uuid, *descendants]
         Step.objects.filter(
-            execution_id=execution_uuid, status__in=[StepStatus.RUNNING, StepStatus.SLEEPING]
+            execution_id__in=ids,
+            status__in=[StepStatus.RUNNING, StepStatus.SLEEPING, StepStatus.WAITING],
         ).update(status=StepStatus.CANCELLED, finished_at=now, wake_at=None)
-        Attempt.objects.filter(
-            step__execution_id=execution_uuid, status=AttemptStatus.RUNNING
-        ).update(
+        Attempt.objects.filter(step__execution_id__in=ids, status=AttemptStatus.RUNNING).update(
             status=AttemptStatus.FAILED,
             error_type="Cancelled",
             error_message="the execution was cancelled while this attempt ran",
             finished_at=now,
         )
-        Step.objects.filter(execution_id=execution_uuid, status=StepStatus.WAITING).update(
-            status=StepStatus.CANCELLED, finished_at=now, wake_at=None
-        )
         execution = _get(execution_uuid)
         if execution.parent_id is not None:
-            wake_parent(execution)  # a cancelled child fails its parent's step
-    # Cancelling a parent cancels its running children, and theirs.
-    for child_id in execution.children.running().values_list("id", flat=True):
+            wake_parent(execution, completed=False)  # a cancelled child fails its parent's step
+    # Children born meanwhile (a run in flight committed them before its fence saw the cancel).
+    for child_id in (
+        Execution.objects.running().filter(parent_id__in=ids).values_list("id", flat=True)
+    ):
         with contextlib.suppress(ExecutionAlreadyFinished):
             cancel_execution(child_id, now=now)
     return execution
+
+
+def _cancellable(ids: list[uuid.UUID]):
+    return Execution.objects.running().filter(id__in=ids, error__isnull=True)
+
+
+def _running_descendants(execution_id: uuid.UUID) -> list[list[uuid.UUID]]:
+    """Its running children, their running children... one list per level."""
+    levels, level = [], [execution_id]
+    while level:
+        level = list(
+            Execution.objects.running().filter(parent_id__in=level).values_list("id", flat=True)
+        )
+        if level:
+            levels.append(level)
+    return levels
 
 
 def _get(execution_id: object) -> Execution:
@@ -333,7 +357,7 @@ def _finish(
         try:
             with held.hold():  # its parent learns of it in the same transaction
                 finished = held.owned.update(**fields) == 1
-                wake_parent(execution)
+                wake_parent(execution, completed=status == ExecutionStatus.COMPLETED)
         except Abandon:
             finished = False
     if finished:

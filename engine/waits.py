@@ -8,14 +8,16 @@ Each check runs in the run's fenced transaction, so an event is consumed by one 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.db import transaction
 
 from engine.claims import Suspend
-from engine.errors import EventTimeout, StepFailed
+from engine.errors import EventTimeout, ExecutionAlreadyFinished, StepFailed
 from engine.models import Event, Execution, ExecutionStatus, Step, StepStatus
 from engine.payloads import to_json
 
@@ -89,6 +91,12 @@ class ChildrenWait:
             .order_by("parent_index")
             .values_list("id", "status", "output", "error", "run_count")
         )
+        for child_id, status, _, error, _ in children:  # one that did not complete fails it now
+            if status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+                # The step has failed for good: its other children's work would be wasted.
+                others = [child[0] for child in children if child[1] == ExecutionStatus.RUNNING]
+                transaction.on_commit(partial(_cancel_all, others))
+                return Outcome(error=_child_error(child_id, status, error))
         running = [child for child in children if child[1] == ExecutionStatus.RUNNING]
         if running:
             if not self._started_here:
@@ -97,14 +105,16 @@ class ChildrenWait:
                 # waiting parent runs again only then, or once no child runs) sends them again.
                 _enqueue_on_commit([child[0] for child in running if child[4] == 0])
             return None
-        for child_id, status, _, error, _ in children:
-            if status != ExecutionStatus.COMPLETED:
-                return Outcome(error=_child_error(child_id, status, error))
         outputs = [child[2] for child in children]
         return Outcome(output=outputs if self.many else outputs[0])
 
     def pending(self, step: Step) -> bool:
-        return not self._children(step).filter(status=ExecutionStatus.RUNNING).exists()
+        """Over already: no child runs, or one did not complete."""
+        children = self._children(step)
+        ended_badly = [ExecutionStatus.FAILED, ExecutionStatus.CANCELLED]
+        if children.filter(status__in=ended_badly).exists():
+            return True
+        return not children.filter(status=ExecutionStatus.RUNNING).exists()
 
     def failure(self, step: Step) -> StepFailed:
         error = step.error or {}
@@ -237,6 +247,14 @@ def _binding_name(binding: object) -> str:
 
 def _child_input(name: str, input: object) -> object:
     return to_json(input, f"the input of a child of step {name!r}")
+
+
+def _cancel_all(execution_ids: list[object]) -> None:
+    from engine.runtime import cancel_execution
+
+    for execution_id in execution_ids:
+        with contextlib.suppress(ExecutionAlreadyFinished):
+            cancel_execution(execution_id)
 
 
 def _check_name(name: object) -> None:

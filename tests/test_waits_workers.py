@@ -261,11 +261,6 @@ def test_cancelling_a_parent_cancels_its_running_children_recursively(start_work
     assert step(top, "inner").status == step(middle.id, "leaf").status == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/runtime.py cancel_execution commits the parent's cancel, then cancels each "
-    "child in a transaction of its own: a crash in between leaves the children running",
-)
 def test_a_crash_in_the_middle_of_a_cancel_leaves_no_child_running(start_worker):
     start_worker(threads=4)
     parent_id = start("MANY_ITEMS", {"values": list(range(300)), "ms": 200})
@@ -366,13 +361,6 @@ def test_children_left_unqueued_by_a_killed_parent_run_are_queued_by_its_recover
     leader.kill()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a failed child of invoke_many fails the step only once every sibling has ended "
-    "(engine/children.py wake_parent wakes the parent on the last child only, and "
-    "engine/waits.py ChildrenWait.ready waits while any runs); CONTRACT: fails like invoke, "
-    "at once",
-)
 def test_a_failed_child_fails_invoke_many_at_once(start_worker):
     start_worker(threads=4, PLOY_SHUTDOWN_SECONDS="1")
     parent_id = start("MANY_ITEMS", {"values": [-1, 1, 2], "ms": 3000})
@@ -382,6 +370,9 @@ def test_a_failed_child_fails_invoke_many_at_once(start_worker):
         parent_id=parent_id, status="completed", finished_at__lt=execution.finished_at
     )
     assert not siblings_done_first.exists()
+    # the step has failed for good: the other children are cancelled, not left to run on
+    children = Execution.objects.filter(parent_id=parent_id)
+    wait_for(lambda: set(children.values_list("status", flat=True)) == {"failed", "cancelled"})
 
 
 # -- parallel ---------------------------------------------------------------------------------
