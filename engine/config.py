@@ -18,11 +18,14 @@ DEFAULT_RETRIES = 3
 # More retries than this is a typo (and no database column holds 10**20): refused up front.
 MAX_RETRIES = 1000
 KNOWN_KEYS = ("main", "workflow", "db")
+DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_DURATION_SECONDS = 365 * 86400
 # Ploy deployment keys: meaningless here, accepted so that a Ploy user's file loads.
 DEPLOYMENT_KEYS = ("kind", "build", "out", "name", "assets")
 # Ploy bindings this project does not provide yet.
 UNSUPPORTED_KEYS = ("queue", "cron", "timer")
-EXPANDED_KEYS = ("name", "retries")
+EXPANDED_KEYS = ("name", "retries", "timeout")
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 DATABASE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -40,6 +43,7 @@ class BindingConfig:
     binding: str
     name: str
     retries: int = DEFAULT_RETRIES
+    timeout: float | None = None  # seconds from its creation until the execution fails
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +85,22 @@ def shown(value: object, limit: int = 80) -> str:
     """`value` as an error message quotes it: one line, at most `limit` characters."""
     text = _SHORT.repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def parse_duration(what: str, value: object) -> float:
+    """A number of seconds, or a string with ms, s, m, h or d ("90s", "1h"); at most a year."""
+    seconds = value
+    if isinstance(value, str):
+        match = DURATION.fullmatch(value.strip())
+        seconds = float(match[1]) * DURATION_UNITS[match[2]] if match else None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        seconds = None
+    if seconds is None or not 0 < seconds <= MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"{what} must be a duration: seconds > 0, or a number with ms, s, m, h or d "
+            f"(e.g. 90s, 1h), at most 365d, got {shown(value)}"
+        )
+    return float(seconds)
 
 
 def check_retries(what: str, retries: object) -> int:
@@ -298,11 +318,12 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
         raise ConfigError(path, f"{key}.name is missing: add the workflow's name")
     try:
         retries = check_retries(f"{key}.retries", value.get("retries", DEFAULT_RETRIES))
+        timeout = value.get("timeout")
+        timeout = None if timeout is None else parse_duration(f"{key}.timeout", timeout)
     except ValueError as error:
         raise ConfigError(path, str(error)) from None
-    return BindingConfig(
-        binding=binding, name=_workflow_name(path, f"{key}.name", value["name"]), retries=retries
-    )
+    name = _workflow_name(path, f"{key}.name", value["name"])
+    return BindingConfig(binding=binding, name=name, retries=retries, timeout=timeout)
 
 
 def _check_binding_name(path: Path, key: str, binding: object) -> None:

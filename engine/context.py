@@ -50,12 +50,16 @@ class StepContext(WaitingSteps):
         retries: int,
         claim: Claim,
         clock: Callable[[], datetime],
+        deadline: datetime | None = None,
+        on_deadline: Callable[[], Exception] | None = None,
     ) -> None:
         self._execution = execution
         self._steps = {step.name: step for step in steps}
         self._retries = retries
         self._claim = claim
         self._clock = clock
+        self._deadline = deadline  # the binding's timeout: past it, no step starts
+        self._on_deadline = on_deadline
         self._sleeps = 0
         self._used: set[str] = set()  # names reached in this run: each may be used once
         # The names stored by position (parallel branches aside, whose order is the threads'):
@@ -91,6 +95,8 @@ class StepContext(WaitingSteps):
         step takes the next position (not a parallel branch, nor an empty fan-out)."""
         self.reraise_latched()
         self._check_not_nested(call)
+        if self._deadline is not None and self._clock() >= self._deadline:
+            raise self._latch(self._on_deadline())  # latched: the execution fails
         with self._lock:
             if name in self._used:
                 raise StepMisuse(

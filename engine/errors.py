@@ -136,3 +136,14 @@ class StepTimeout(PloyError):
             f"step {step_name!r} ran longer than its timeout of {seconds:g} s: its result, if it "
             "ever comes, is discarded"
         )
+
+
+class Timeout(PloyError):
+    """The execution ran past its binding's `timeout` (ploy.yaml); it fails, on_error runs."""
+
+    def __init__(self, binding: str, seconds: float) -> None:
+        self.binding, self.seconds = binding, seconds
+        super().__init__(
+            f"the execution ran past the {seconds:g} s timeout of {binding} (ploy.yaml "
+            f"workflow.{binding}.timeout): raise it there, or make the work shorter"
+        )

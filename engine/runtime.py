@@ -16,11 +16,13 @@ from django.db import DatabaseError, IntegrityError, transaction
 from engine import clock, registry, wakeup, workers
 from engine.children import wake_parent
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend, claim
+from engine.config import BindingConfig
 from engine.context import StepContext
 from engine.errors import (
     ExecutionAlreadyFinished,
     ExecutionNotFound,
     RecordedFailure,
+    Timeout,
     UnknownWorkflow,
 )
 from engine.models import (
@@ -247,13 +249,22 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
         # The failure was decided, but the worker died before on_error ran: run it now.
         _fail(execution, held, now, RecordedFailure(execution.error), definition)
         return
+    binding = _binding_of(current, execution)
+    deadline = None
+    if binding.timeout is not None:
+        deadline = execution.created_at + timedelta(seconds=binding.timeout)
+        if now() >= deadline:
+            _fail(execution, held, now, Timeout(binding.binding, binding.timeout), definition)
+            return
     context = StepContext(
         execution=execution,
         # The first claim's run (epoch 1) is the first run of all: it has no steps to load.
         steps=[] if execution.run_count == 1 else _steps_of(execution),
-        retries=_retries_of(current, execution),
+        retries=binding.retries,
         claim=held,
         clock=now,
+        deadline=deadline,
+        on_deadline=lambda: Timeout(binding.binding, binding.timeout or 0),
     )
     arguments = {
         "input": execution.input,
@@ -264,7 +275,7 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
     try:
         output = _outcome(definition, context, arguments)
     except Suspend as suspension:
-        _suspend(execution, held, suspension)
+        _suspend(execution, held, suspension, deadline)
     except Abandon:
         logger.info("execution %s: stopped, it was cancelled or handed over", execution.id)
     except Exception as error:
@@ -289,11 +300,11 @@ def _outcome(definition: WorkflowDefinition, context: StepContext, arguments: di
     return to_json(result, "the workflow's return value")
 
 
-def _retries_of(current: registry.Registry, execution: Execution) -> int:
+def _binding_of(current: registry.Registry, execution: Execution) -> BindingConfig:
     try:
-        return current.config.binding(execution.binding).retries
+        return current.config.binding(execution.binding)
     except UnknownWorkflow:
-        return current.config.binding(execution.workflow).retries
+        return current.config.binding(execution.workflow)
 
 
 def _env() -> object:
@@ -302,9 +313,14 @@ def _env() -> object:
     return current_env()
 
 
-def _suspend(execution: Execution, held: Claim, suspension: Suspend) -> None:
-    """Release it until its wake time; a wait that is over meanwhile makes it due at once."""
+def _suspend(
+    execution: Execution, held: Claim, suspension: Suspend, deadline: datetime | None = None
+) -> None:
+    """Release it until its wake time (its timeout at the latest); a wait that is over
+    meanwhile makes it due at once."""
     wake_at = suspension.wake_at
+    if deadline is not None and (wake_at is None or wake_at > deadline):
+        wake_at = deadline
     try:
         with held.hold():
             if suspension.ready is not None and suspension.ready():

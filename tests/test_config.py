@@ -39,6 +39,8 @@ def test_short_and_expanded_forms(tmp_path):
             "workflow:\n  DATA_FLOW: data_processing\n"
             "  ORDERS:\n    name: order_flow\n    retries: 5\n"
             "  QUIET:\n    name: quiet\n"
+            "  BOUNDED:\n    name: bounded\n    timeout: 1h\n"
+            "  QUICK:\n    name: quick\n    timeout: 250ms\n"
             "db:\n  DB: default\n",
         )
     )
@@ -46,6 +48,8 @@ def test_short_and_expanded_forms(tmp_path):
         BindingConfig(binding="DATA_FLOW", name="data_processing", retries=DEFAULT_RETRIES),
         BindingConfig(binding="ORDERS", name="order_flow", retries=5),
         BindingConfig(binding="QUIET", name="quiet", retries=3),
+        BindingConfig(binding="BOUNDED", name="bounded", timeout=3600.0),
+        BindingConfig(binding="QUICK", name="quick", timeout=0.25),
     )
     assert config.databases == (DatabaseConfig(binding="DB", name="default"),)
     assert config.main == tmp_path / "ploy.py"
@@ -106,6 +110,9 @@ BAD_CONFIGS = [
     ),
     ("workflow:\n  A:\n    name: a\n    retries: 3000000000\n", "must be at most 1000"),
     ("workflow:\n  A:\n    name: a\n    retries: 1001\n", "must be at most 1000, got 1001"),
+    ("workflow:\n  A:\n    name: a\n    timeout: 0\n", "workflow.A.timeout must be a duration"),
+    ("workflow:\n  A:\n    name: a\n    timeout: soon\n", "got 'soon'"),
+    ("workflow:\n  A:\n    name: a\n    timeout: 400d\n", "at most 365d, got '400d'"),
     (
         "workflow:\n  A:\n    name: a\n    retries: " + "9" * 5000 + "\n",
         "invalid YAML at line 4, column 14: '99999",

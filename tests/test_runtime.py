@@ -554,3 +554,23 @@ def test_a_step_timeout_must_be_positive():
     )
     with pytest.raises(ValueError, match="must be a number of seconds > 0, got 0"):
         context.run("a", lambda: 1, timeout=0)
+
+
+def test_an_execution_past_its_binding_timeout_fails_with_timeout_and_runs_on_error():
+    execution_id = start("BOUNDED", {"ms": 60_000})
+    execution = run(execution_id)
+    assert execution.status == "running"
+    created = execution.created_at
+    # it sleeps until its timeout at the latest, not the 60 s asked
+    assert abs((execution.wake_at - created).total_seconds() - 2) < 0.1
+    execution = run(execution_id, after=2.5)
+    assert execution.status == "failed" and execution.error["type"] == "Timeout"
+    assert "2 s timeout of BOUNDED" in execution.error["message"]
+    assert calls(execution_id) == ["before", "on_error:Timeout"]
+
+
+def test_no_step_starts_past_the_timeout():
+    execution_id = start("BOUNDED", {"ms": 1})
+    execution = run(execution_id, after=3)  # claimed late: it fails before any step
+    assert execution.status == "failed" and execution.error["type"] == "Timeout"
+    assert calls(execution_id) == ["on_error:Timeout"]

@@ -399,3 +399,13 @@ def timed(*, input, step, execution_id):
 
 
 workflows["timed"] = timed
+
+
+def bounded_sleeper(*, input, step, execution_id):
+    step.run("before", counted(execution_id, "before"))
+    step.sleep(input["ms"])
+    step.run("after", counted(execution_id, "after"))
+    return "done"
+
+
+workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_failing_error}
