@@ -361,6 +361,8 @@ def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
         context.run("a", 42)
     with pytest.raises(ValueError, match="milliseconds >= 0, got -5"):
         context.sleep(-5)
+    with pytest.raises(ValueError, match="must be a number of seconds > 0, got 0"):
+        context.run("c", lambda: 1, timeout=0)
 
 
 def test_nul_characters_are_refused_as_postgresql_would():
@@ -538,22 +540,6 @@ def test_a_step_over_its_timeout_fails_with_step_timeout_and_is_retried():
     assert execution.status == "completed" and execution.output == "on time"
     wait_for(lambda: "late" in calls(execution_id), timeout=5)  # the first body ran on...
     assert Execution.objects.get(id=execution_id).output == "on time"  # ...its result discarded
-
-
-def test_a_step_timeout_must_be_positive():
-    from engine.claims import Claim
-    from engine.context import StepContext
-
-    execution = Execution.objects.get(id=start("SLEEPER", {"ms": 1}))
-    context = StepContext(
-        execution=execution,
-        steps=[],
-        retries=3,
-        claim=Claim(execution_id=execution.id, owner="x", epoch=1),
-        clock=timezone.now,
-    )
-    with pytest.raises(ValueError, match="must be a number of seconds > 0, got 0"):
-        context.run("a", lambda: 1, timeout=0)
 
 
 def test_an_execution_past_its_binding_timeout_fails_with_timeout_and_runs_on_error():
