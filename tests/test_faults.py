@@ -76,6 +76,12 @@ def pid_of(worker_id: str) -> int:
     return int(worker_id.split(":")[1])
 
 
+def within(run: Mark, attempt: object, until: float) -> bool:
+    """`run` is a body start of `attempt`: its worker's process, after the attempt's row (a
+    few ms of tolerance for the database clock's offset) and before the next attempt."""
+    return pid_of(attempt.worker) == run.pid and attempt.started_at - 0.05 <= run.at < until
+
+
 def ends(execution_id: str, step: str) -> list[Mark]:
     return [found for found in marks(execution_id) if found.event == "end" and found.step == step]
 
@@ -295,8 +301,18 @@ def check_chain(execution: ExecutionRow, kills: list[Kill]) -> None:
         assert len(raised) <= (step.name == "flaky"), where
         assert len(attempts) == 1 + len(lost) + len(raised), where
         assert [a.status for a in attempts] == ["failed"] * (len(attempts) - 1) + ["completed"]
-        # every run of a body is an attempt (less a kill between the attempt and its body)
-        assert len(runs) == len(attempts) - never_started, where
+        # Every run of a body is an attempt, by the same worker, within that attempt's time;
+        # an attempt without a run was cut off between its row and its body (WorkerLost).
+        # (Counting at kill time cannot tell: an earlier attempt that never ran shifts it.)
+        ends_at = [attempt.started_at for attempt in attempts[1:]] + [float("inf")]
+        windows = list(zip(attempts, ends_at, strict=True))
+        for run in runs:
+            assert any(within(run, attempt, until) for attempt, until in windows), where
+        for attempt, until in windows:
+            ran = [run for run in runs if within(run, attempt, until)]
+            assert len(ran) <= 1, where
+            assert ran or attempt.error_type == "WorkerLost", where
+        assert len(runs) >= len(attempts) - never_started, where
         assert all(run.at < step.finished_at for run in runs), where  # none after it completed
         assert pid_of(attempts[-1].worker) == step.output["pid"], where
         assert all(attempt.worker for attempt in attempts), where
