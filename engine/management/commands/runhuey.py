@@ -38,6 +38,19 @@ class PloyConsumer(Consumer):
         super().__init__(*args, **kwargs)
         self._signal_actions[signal.SIGINT] = (False, True)
         self._signal_actions[signal.SIGTERM] = (False, True)
+        # Until Huey installs its handlers (at the end of its start), a signal is remembered
+        # and handled then, instead of killing the process with its threads already running.
+        self._early_signal: int | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._remember)
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self._early_signal = signum
+
+    def _set_signal_handlers(self) -> None:
+        super()._set_signal_handlers()
+        if self._early_signal is not None:
+            self._handle_signal(self._early_signal, None)
 
     def _handle_signal(self, signum: int, frame: object) -> None:
         super()._handle_signal(signum, frame)
