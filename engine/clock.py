@@ -52,7 +52,3 @@ def observe(database_time: datetime, sent: datetime, received: datetime) -> None
     with _lock:
         _offset = database_time - (sent + (received - sent) / 2)
         _measured_at = time.monotonic()
-
-
-def offset() -> timedelta:
-    return _offset
