@@ -179,7 +179,7 @@ BAD_CONFIGS = [
         "cron.N needs exactly one of schedule (a 5-field cron expression) or every",
     ),
     (
-        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    every: 1s\n    schedule: '* * * * *'\n",
+        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    every: 1s\n    schedule: '* * *'\n",
         "cron.N needs exactly one of schedule",
     ),
     (
