@@ -16,7 +16,7 @@ from engine.models import Schedule
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
+class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("name", "schedule", "workflow", "next_run", "last_run", "paused")
     list_filter = ("paused",)
     search_fields = ("name",)

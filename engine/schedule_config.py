@@ -112,7 +112,9 @@ def _schedule(path: Path, name: object, value: object, bindings: tuple[str, ...]
         raise ConfigError(path, str(error)) from None
 
 
-def _workflow_form(key: str, name: str, value: dict, bindings: tuple[str, ...]) -> ScheduleConfig:
+def _workflow_form(
+    key: str, name: str, value: dict[object, object], bindings: tuple[str, ...]
+) -> ScheduleConfig:
     for option in value:
         if option not in SCHEDULE_KEYS:
             raise ValueError(_unknown_key(option, SCHEDULE_KEYS, f"{key}."))

@@ -10,16 +10,24 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from engine.config import PloyConfig
 from engine.errors import ConfigError, NonRetryableError
-from engine.schedule_config import SCHEDULED_WORKFLOW, ScheduleConfig
+from engine.schedule_config import SCHEDULED_WORKFLOW
 
 if TYPE_CHECKING:
     from engine.context import StepContext
 
 STEP_NAME = "scheduled"
+
+
+class TickInput(TypedDict):
+    """The execution input of one tick: what the dashboard shows, and the event rebuilt from."""
+
+    name: str
+    cron: str
+    scheduledTime: int  # noqa: N815 - camelCase, as Ploy's event and the API's JSON
 
 
 @dataclass(kw_only=True)
@@ -45,9 +53,7 @@ class ScheduledEvent:
         return self._retry
 
 
-def event_input(schedule: ScheduleConfig | str, cron: str, tick: datetime) -> dict[str, object]:
-    """The execution input of one tick: what the dashboard shows, and the event rebuilt from."""
-    name = schedule if isinstance(schedule, str) else schedule.name
+def event_input(name: str, cron: str, tick: datetime) -> TickInput:
     return {"name": name, "cron": cron, "scheduledTime": round(tick.timestamp() * 1000)}
 
 
@@ -73,16 +79,16 @@ def scheduled_function(config: PloyConfig, module: ModuleType) -> Callable[..., 
             config.main,
             "scheduled is async: ployweb calls it synchronously; define it with a plain def",
         )
-    return function
+    return function  # type: ignore[no-any-return]  # the module's attribute, checked above
 
 
 def handler_for(function: Callable[..., object]) -> Callable[..., object]:
     """The internal workflow's handler: one step that calls `function` with the tick's event."""
     accepts_env = _accepts(function, "env")
 
-    def run_scheduled(*, input: dict, env: object, step: StepContext) -> None:
+    def run_scheduled(*, input: TickInput, env: object, step: StepContext) -> None:
         event = ScheduledEvent(
-            name=str(input["name"]), cron=str(input["cron"]), scheduled_time=input["scheduledTime"]
+            name=input["name"], cron=input["cron"], scheduled_time=input["scheduledTime"]
         )
         step.run(STEP_NAME, lambda: _call(function, event, env, accepts_env))
 

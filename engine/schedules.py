@@ -35,7 +35,12 @@ def tick_after(cron: str, every_seconds: float | None, moment: datetime) -> date
     """The first tick strictly after `moment`; an `every` schedule ticks an interval on."""
     if every_seconds is not None:
         return moment + timedelta(seconds=every_seconds)
-    return croniter(cron, moment.astimezone(UTC)).get_next(datetime)
+    return _cron_time(croniter(cron, moment.astimezone(UTC)).get_next(datetime))
+
+
+def _cron_time(value: object) -> datetime:
+    assert isinstance(value, datetime)  # croniter returns the type it is asked for
+    return value
 
 
 def latest_tick(row: Schedule, now: datetime) -> datetime:
@@ -45,8 +50,8 @@ def latest_tick(row: Schedule, now: datetime) -> datetime:
         interval = timedelta(seconds=row.every_seconds) // MICROSECOND
         missed = ((now - start) // MICROSECOND) // interval
         return start + missed * interval * MICROSECOND
-    before = croniter(row.cron, now.astimezone(UTC)).get_prev(datetime)
-    at_now = croniter(row.cron, before).get_next(datetime)
+    before = _cron_time(croniter(row.cron, now.astimezone(UTC)).get_prev(datetime))
+    at_now = _cron_time(croniter(row.cron, before).get_next(datetime))
     return max(start, at_now if at_now <= now else before)
 
 
