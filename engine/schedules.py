@@ -12,7 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 
 from engine import clock, registry, runtime
 from engine.config import PloyConfig
@@ -110,6 +110,14 @@ def _sync_one(row: Schedule | None, schedule: ScheduleConfig, now: datetime) -> 
 def sync_after_migrate(**kwargs: object) -> None:
     """`manage.py migrate` brings the rows in line with ploy.yaml, before any worker starts."""
     sync(registry.current().config)
+
+
+def sync_at_start() -> None:
+    """A worker's start brings the rows in line with its ploy.yaml (a deploy's new schedules)."""
+    try:
+        sync_once(registry.current().config)
+    except DatabaseError as error:  # the leader syncs again at its first tick
+        logger.warning("schedules: cannot sync with ploy.yaml now: %s", error)
 
 
 _synced: PloyConfig | None = None

@@ -71,6 +71,10 @@ class WorkerProcess:
             return
         self.threads = threads
         register(self)
+        if threads:
+            from engine import schedules
+
+            schedules.sync_at_start()
         self._last_beat = time.monotonic()
         self._heartbeat = Heartbeat(self)
         self._heartbeat.start()
@@ -344,4 +348,7 @@ class Heartbeat:
             self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
             sweep()
             prune_dead()
-        schedules.tick()
+        try:
+            schedules.tick()
+        except DatabaseError as error:  # the schedules stay due: the next heartbeat fires them
+            logger.warning("schedules: cannot tick now: %s", error)
