@@ -6,6 +6,8 @@ ever tick schedules."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +17,7 @@ import pytest
 
 from engine import schedules
 from engine.models import Execution, Schedule
-from tests.conftest import wait_for
+from tests.conftest import ROOT, wait_for, worker_environment
 from tests.test_scaleout import manage, reachable
 from tests.test_scaleout import scaleout_env as shared_scaleout_env  # noqa: F401
 from tests.workflows_schedules.schedule_app import recorded, ticks_file
@@ -122,6 +124,71 @@ def test_two_workers_on_postgres_and_redis_start_one_execution_per_tick(scaleout
         "SELECT last_execution_id::text, paused FROM engine_schedule WHERE name = 'TICKER'",
     )
     assert paused and last_execution == max(rows)[1]
+
+
+# Two "leaders" at once: each process calls tick() in a loop, as a leader does every heartbeat.
+RACING_LEADER = """
+import time
+from engine import schedules
+fired, end = 0, time.monotonic() + 5
+while time.monotonic() < end:
+    fired += len(schedules.tick())
+    time.sleep(0.01)
+print(fired)
+"""
+
+
+def race_two_leaders(env: dict[str, str]) -> int:
+    """How many executions the two processes started between them."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "shell", "-c", RACING_LEADER],
+            cwd=ROOT,
+            env=worker_environment(**{"PLOY_CONFIG": CONFIG, **env}),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    fired = 0
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        fired += int(out.strip().splitlines()[-1])
+    return fired
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_leaders_ticking_at_once_on_sqlite_start_one_execution_per_tick():
+    fired = race_two_leaders({})
+    # Every schedule's executions: EVERY_MINUTE fires too when the race spans a minute.
+    keys = list(
+        Execution.objects.filter(idempotency_key__startswith="schedule:").values_list(
+            "idempotency_key", flat=True
+        )
+    )
+    assert fired == len(keys) == len(set(keys))
+    rows = [key for key in keys if key.startswith(KEY_PREFIX)]
+    assert len(rows) >= 3
+    ticks = tick_times(rows)
+    assert all((b - a) / timedelta(seconds=1) >= 1 for a, b in zip(ticks, ticks[1:], strict=False))
+
+
+@pytest.mark.skipif(not reachable(5432), reason="PostgreSQL is not reachable on 127.0.0.1:5432")
+@pytest.mark.skipif(not reachable(6379), reason="Redis is not reachable on 127.0.0.1:6379")
+def test_two_leaders_ticking_at_once_on_postgres_start_one_execution_per_tick(scaleout_env):
+    fired = race_two_leaders(scaleout_env)
+    keys = [
+        key
+        for (key,) in query(
+            scaleout_env,
+            "SELECT idempotency_key FROM engine_execution WHERE idempotency_key LIKE %s",
+            "schedule:%",
+        )
+    ]
+    assert fired == len(keys) == len(set(keys))
+    assert len([key for key in keys if key.startswith(KEY_PREFIX)]) >= 3
 
 
 def test_tick_times_parse_from_the_keys():
