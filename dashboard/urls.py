@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import views, worker_views
+from dashboard import schedule_views, views, worker_views
 
 app_name = "dashboard"
 
@@ -13,6 +13,9 @@ urlpatterns = [
     path("trigger/", views.trigger_execution, name="trigger"),
     path("workflows/", views.workflow_list, name="workflow_list"),
     path("workers/", worker_views.worker_list, name="worker_list"),
+    path("schedules/", schedule_views.schedule_list, name="schedule_list"),
+    path("schedules/<str:name>/pause/", schedule_views.pause_schedule, name="pause_schedule"),
+    path("schedules/<str:name>/resume/", schedule_views.resume_schedule, name="resume_schedule"),
     path("executions/<str:execution_id>/", views.execution_detail, name="execution_detail"),
     path("executions/<str:execution_id>/cancel/", views.cancel_execution, name="cancel"),
     path("executions/<str:execution_id>/rerun/", views.rerun_execution, name="rerun"),

@@ -455,3 +455,6 @@ class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
             return reverse("dashboard:worker_list") + f"#worker-{worker.id}"
         except NoReverseMatch:
             return None
+
+
+from engine import schedule_admin  # noqa: E402,F401  (registers the Schedule admin)

@@ -26,6 +26,7 @@ from engine.errors import (
     NotJSONSerializable,
     PayloadTooLarge,
     PloyError,
+    ScheduleNotFound,
     UnknownWorkflow,
 )
 from engine.records import ExecutionRecord
@@ -51,6 +52,7 @@ STATUSES: dict[type[PloyError], int] = {
     events.InvalidEvent: 400,
     UnknownWorkflow: 404,
     ExecutionNotFound: 404,
+    ScheduleNotFound: 404,
     ExecutionAlreadyFinished: 409,
     PayloadTooLarge: 413,
 }
@@ -390,8 +392,10 @@ def _error(request: HttpRequest, status: int, detail: str) -> HttpResponse:
     return api.create_response(request, {"detail": detail}, status=status)
 
 
+from engine.schedule_api import router as schedule_router  # noqa: E402
 from engine.worker_api import router as worker_router  # noqa: E402
 
 # Before `router`, whose catch-all for unknown paths would otherwise answer /api/workers.
 api.add_router("", worker_router)
+api.add_router("", schedule_router)
 api.add_router("", router)

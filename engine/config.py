@@ -8,23 +8,27 @@ import reprlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from engine.errors import ConfigError, UnknownWorkflow
 
+if TYPE_CHECKING:
+    from engine.schedule_config import ScheduleConfig
+
 DEFAULT_RETRIES = 3
 # More retries than this is a typo (and no database column holds 10**20): refused up front.
 MAX_RETRIES = 1000
-KNOWN_KEYS = ("main", "workflow", "db")
+KNOWN_KEYS = ("main", "workflow", "db", "cron")
 DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)")
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DURATION_SECONDS = 365 * 86400
 # Ploy deployment keys: meaningless here, accepted so that a Ploy user's file loads.
 DEPLOYMENT_KEYS = ("kind", "build", "out", "name", "assets")
 # Ploy bindings this project does not provide yet.
-UNSUPPORTED_KEYS = ("queue", "cron", "timer")
+UNSUPPORTED_KEYS = ("queue", "timer")
 EXPANDED_KEYS = ("name", "retries", "timeout")
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
@@ -58,6 +62,7 @@ class PloyConfig:
     main: Path
     workflows: tuple[BindingConfig, ...] = ()
     databases: tuple[DatabaseConfig, ...] = ()
+    schedules: tuple[ScheduleConfig, ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -191,6 +196,8 @@ def _check_expanded_size(root: Node) -> None:
 
 
 def load_config(path: Path | str) -> PloyConfig:
+    from engine.schedule_config import parse_schedules  # it builds on this module's helpers
+
     path = Path(path).resolve()
     raw = _read_yaml(path)
     warnings = []
@@ -213,6 +220,7 @@ def load_config(path: Path | str) -> PloyConfig:
         main=_main(path, raw.get("main", "ploy.py")),
         workflows=workflows,
         databases=databases,
+        schedules=parse_schedules(path, raw.get("cron"), workflows),
         warnings=tuple(warnings),
     )
 

@@ -33,6 +33,14 @@ class ExecutionNotFound(PloyError):
         super().__init__(f"no execution with id {shown(self.execution_id)}")
 
 
+class ScheduleNotFound(PloyError):
+    def __init__(self, name: str) -> None:
+        from engine.config import shown
+
+        self.name = name
+        super().__init__(f"no schedule named {shown(name)}: use a name of ploy.yaml's cron:")
+
+
 class ExecutionAlreadyFinished(PloyError):
     def __init__(self, execution_id: object, status: str) -> None:
         self.execution_id = str(execution_id)

@@ -225,3 +225,32 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return f"worker {self.id} ({self.status})"
+
+
+class Schedule(models.Model):
+    """A `cron:` entry of ploy.yaml as a row, so that every worker and host agree on its next
+    tick: the tick that fires moves `next_run_at` on with a conditional UPDATE, once."""
+
+    name = models.CharField(primary_key=True, max_length=100)
+    # As the API shows it: the cron expression, or `every 10s`.
+    schedule = models.CharField(max_length=200)
+    cron = models.CharField(max_length=200, blank=True, default="")
+    every_seconds = models.FloatField(null=True, blank=True)
+    # The binding it triggers; for Ploy's form, `scheduled` (the internal workflow it runs).
+    workflow = models.CharField(max_length=100)
+    calls_scheduled = models.BooleanField(default=False)  # Ploy's form: scheduled(event, *, env)
+    input = models.JSONField(null=True, blank=True)
+    next_run_at = models.DateTimeField()
+    last_run_at = models.DateTimeField(null=True, blank=True)  # the last tick that fired
+    last_execution = models.ForeignKey(
+        Execution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    paused = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["paused", "next_run_at"], name="schedule_due")]
+
+    def __str__(self) -> str:
+        return f"schedule {self.name} ({self.schedule})"

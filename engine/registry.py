@@ -13,11 +13,14 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 from django.conf import settings
 
+from engine import scheduled
 from engine.config import PloyConfig, load_config, one_line, shown
 from engine.errors import ConfigError, UnknownWorkflow
+from engine.schedule_config import SCHEDULED_WORKFLOW
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +74,12 @@ def current() -> Registry:
 
 
 def _definitions(config: PloyConfig) -> dict[str, WorkflowDefinition]:
-    module_workflows = _import_workflows(config.main)
+    module = _import_main(config.main)
+    module_workflows = _workflows_of(config.main, module)
     definitions = {
         name: _definition(config.main, name, value) for name, value in module_workflows.items()
     }
+    definitions.update(_scheduled_definitions(config, module, definitions))
     for binding in config.workflows:
         if binding.name not in definitions:
             names = (name if name.isprintable() else shown(name) for name in sorted(definitions))
@@ -90,7 +95,25 @@ def _definitions(config: PloyConfig) -> dict[str, WorkflowDefinition]:
     return definitions
 
 
-def _import_workflows(main: Path) -> dict:
+def _scheduled_definitions(
+    config: PloyConfig, module: ModuleType, definitions: dict[str, WorkflowDefinition]
+) -> dict[str, WorkflowDefinition]:
+    """The internal workflow of Ploy's `cron:` form, when a schedule uses it."""
+    function = scheduled.scheduled_function(config, module)
+    if function is None:
+        return {}
+    scheduled.check_no_clash(config.main, definitions)
+    return {
+        SCHEDULED_WORKFLOW: WorkflowDefinition(
+            name=SCHEDULED_WORKFLOW,
+            handler=scheduled.handler_for(function),
+            on_error=None,
+            arguments=frozenset({"input", "env", "step"}),
+        )
+    }
+
+
+def _import_main(main: Path) -> ModuleType:
     digest = hashlib.sha1(str(main).encode()).hexdigest()[:10]
     module_name = f"ploy_workflows_{main.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, main)
@@ -117,6 +140,10 @@ def _import_workflows(main: Path) -> dict:
             f"importing it failed{line}: {type(error).__name__}: {one_line(str(error))}: "
             "fix the module",
         ) from error
+    return module
+
+
+def _workflows_of(main: Path, module: ModuleType) -> dict:
     workflows = getattr(module, "workflows", None)
     if not isinstance(workflows, dict):
         raise ConfigError(

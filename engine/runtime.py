@@ -36,6 +36,7 @@ from engine.models import (
 from engine.payloads import error_details, to_json
 from engine.queries import parse_execution_id
 from engine.registry import WorkflowDefinition
+from engine.schedule_config import SCHEDULED_WORKFLOW, scheduled_binding
 from engine.writes import serialized
 
 logger = logging.getLogger(__name__)
@@ -58,10 +59,12 @@ def trigger(
     idempotency_key: str | None = None,
     rerun_of: Execution | None = None,
     run_here: bool = False,
+    binding: BindingConfig | None = None,
 ) -> TriggerResult:
     """Create a running execution and queue it once the transaction commits; or, `run_here`,
-    create it already claimed by this process (run it next with `run_here()`)."""
-    binding = registry.current().config.binding(name)
+    create it already claimed by this process (run it next with `run_here()`). `binding` is
+    given for an internal workflow (a tick of Ploy's `cron:` form), which `name` cannot name."""
+    binding = binding or registry.current().config.binding(name)
     input = to_json(input, "the workflow input")
     if idempotency_key:
         existing = _by_idempotency_key(binding.name, idempotency_key)
@@ -103,7 +106,7 @@ def rerun_execution(execution_id: object) -> TriggerResult:
     config = registry.current().config
     known = {binding.binding for binding in config.workflows}
     name = execution.binding if execution.binding in known else execution.workflow
-    return trigger(name, execution.input, rerun_of=execution)
+    return trigger(name, execution.input, rerun_of=execution, binding=_internal_binding(execution))
 
 
 def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Execution:
@@ -304,7 +307,15 @@ def _binding_of(current: registry.Registry, execution: Execution) -> BindingConf
     try:
         return current.config.binding(execution.binding)
     except UnknownWorkflow:
-        return current.config.binding(execution.workflow)
+        return _internal_binding(execution) or current.config.binding(execution.workflow)
+
+
+def _internal_binding(execution: Execution) -> BindingConfig | None:
+    """The binding of a tick of Ploy's `cron:` form, which ploy.yaml's workflow: does not list."""
+    bindings = {binding.binding for binding in registry.current().config.workflows}
+    if execution.workflow == SCHEDULED_WORKFLOW and execution.binding not in bindings:
+        return scheduled_binding(execution.binding)
+    return None
 
 
 def _env() -> object:

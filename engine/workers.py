@@ -3,7 +3,8 @@
 Each worker process is a `Worker` row whose `last_seen_at` it stamps with the database's clock
 about every second: one write per process, however many executions it runs. The oldest live
 worker leads: it declares workers silent for PLOY_WORKER_TIMEOUT_SECONDS dead, frees what they
-held and queues it ahead of new work, and it alone runs the sweep for lost queue messages.
+held and queues it ahead of new work, and it alone runs the sweep for lost queue messages and
+fires the schedules' ticks (engine.schedules).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class WorkerProcess:
             return
         self.threads = threads
         register(self)
+        if threads:
+            from engine import schedules
+
+            schedules.sync_at_start()
         self._last_beat = time.monotonic()
         self._heartbeat = Heartbeat(self)
         self._heartbeat.start()
@@ -332,6 +337,7 @@ class Heartbeat:
             self.lead()
 
     def lead(self) -> None:
+        from engine import schedules
         from engine.runtime import sweep
 
         if reap():
@@ -342,3 +348,7 @@ class Heartbeat:
             self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
             sweep()
             prune_dead()
+        try:
+            schedules.tick()
+        except DatabaseError as error:  # the schedules stay due: the next heartbeat fires them
+            logger.warning("schedules: cannot tick now: %s", error)

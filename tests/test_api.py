@@ -520,6 +520,9 @@ def test_openapi_schema_lists_every_operation(client):
         ("/api/executions/{id}/cancel", "post"),
         ("/api/executions/{id}/rerun", "post"),
         ("/api/workers", "get"),
+        ("/api/schedules", "get"),
+        ("/api/schedules/{name}/pause", "post"),
+        ("/api/schedules/{name}/resume", "post"),
     }
 
 

@@ -18,6 +18,7 @@ from engine.config import (
     load_config,
 )
 from engine.errors import ConfigError, UnknownWorkflow
+from engine.schedule_config import ScheduleConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -89,9 +90,8 @@ def test_ploy_deployment_keys_are_accepted_with_one_warning_each(tmp_path):
 
 BAD_CONFIGS = [
     ("workflows:\n  A: a\n", "unknown key 'workflows' (did you mean 'workflow'?): rename"),
-    ("colour: red\n", "unknown key 'colour' (allowed keys: main, workflow, db)"),
+    ("colour: red\n", "unknown key 'colour' (allowed keys: main, workflow, db, cron)"),
     ("queue:\n  Q: q\n", "'queue' bindings are not provided by ployweb yet: remove the 'queue'"),
-    ("cron:\n  C: c\n", "'cron' bindings are not provided by ployweb yet"),
     ("timer:\n  T: t\n", "'timer' bindings are not provided by ployweb yet"),
     ("workflow: [a, b]\n", "workflow must be a mapping of BINDING: workflow_name, got list"),
     ("workflow:\n  A: 12\n", "workflow.A must be a workflow name or a mapping"),
@@ -154,12 +154,102 @@ BAD_CONFIGS = [
     ('workflow:\n  A: "a\\0b"\n', "workflow.A must be a workflow name of at most 200 printable"),
     ('workflow:\n  A: "a\\nb"\n', "(no NUL, newline or tab), got 'a\\nb'"),
     ("workflow:\n  A: " + "a" * 201 + "\n", "at most 200 printable characters"),
-    ('"x\\ny": 1\n', "unknown key 'x\\ny' (allowed keys: main, workflow, db)"),
+    ('"x\\ny": 1\n', "unknown key 'x\\ny' (allowed keys: main, workflow, db, cron)"),
     ('main: "a\\0b.py"\n', "main: file 'a\\x00b.py' not found next to ploy.yaml"),
     ('main: "\\ud800.py"\n', "main: file '\\ud800.py' not found"),
     ("main: " + "x" * 5000 + ".py\n", "main: file 'xxxx"),
     ("main: [a, b]\n", "main must be the path of a Python file, got ['a', 'b']"),
+    # cron: Ploy's form and the workflow form
+    ("cron: [a]\n", 'cron must be a mapping of NAME: "<cron expression>" or NAME: {schedule'),
+    ('cron:\n  TICK: "61 * * * *"\n', "cron.TICK is not a valid cron expression ("),
+    ('cron:\n  TICK: "61 * * * *"\n', "got '61 * * * *': use 5 fields (minute hour"),
+    ('cron:\n  TICK: "* * * *"\n', "cron.TICK must be a cron expression of 5 fields"),
+    ('cron:\n  TICK: "0 * * * * *"\n', "got '0 * * * * *': quote it and give exactly 5"),
+    ("cron:\n  TICK: 5\n", "cron.TICK must be a cron expression of 5 fields (minute hour"),
+    ('cron:\n  TICK: "@daily"\n', "got '@daily'"),
+    ('cron:\n  TICK: "0 0 31 2 *"\n', "cron.TICK: the cron expression '0 0 31 2 *' matches no"),
+    ('cron:\n  TICK: "x y z w v"\n', "cron.TICK is not a valid cron expression"),
+    ('cron:\n  my-tick: "* * * * *"\n', "cron.my-tick: schedule names must be identifiers"),
+    (
+        'workflow:\n  A: a\ncron:\n  A: "* * * * *"\n',
+        "cron.A: the name A is already a workflow binding, and Ploy's form runs under its own",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n",
+        "cron.N needs exactly one of schedule (a 5-field cron expression) or every",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    every: 1s\n    schedule: '* * *'\n",
+        "cron.N needs exactly one of schedule",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    every: soon\n",
+        "cron.N.every must be a duration: seconds > 0, or a number with ms, s, m, h or d",
+    ),
+    ("workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    every: 0\n", "got 0"),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    workflow: A\n    schedule: '0 25 * * *'\n",
+        "cron.N.schedule is not a valid cron expression",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    every: 1m\n",
+        "cron.N.workflow is missing: name the binding of workflow: it triggers",
+    ),
+    (
+        "workflow:\n  ORDERS: a\ncron:\n  N:\n    every: 1m\n    workflow: ORDER\n",
+        "cron.N.workflow must be a binding of workflow: (it has: ORDERS), got 'ORDER': did you "
+        "mean 'ORDERS'? fix the name or add the binding",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    every: 1m\n    workflow: A\n    when: now\n",
+        "unknown key 'cron.N.when' (allowed keys: schedule, every, workflow, input): rename",
+    ),
+    (
+        "workflow:\n  A: a\ncron:\n  N:\n    every: 1m\n    workflow: A\n    input: 2026-01-01\n",
+        "cron.N.input must be JSON (Object of type date is not JSON serializable), got "
+        "datetime.date(2026, 1, 1): quote dates",
+    ),
 ]
+
+
+def test_cron_ploy_form_and_workflow_form(tmp_path):
+    config = load_config(
+        write(
+            tmp_path,
+            "workflow:\n  DATA_FLOW: data_processing\n"
+            "cron:\n"
+            '  EVERY_MINUTE: "*/1  * * * *"\n'
+            "  NIGHTLY_REPORT:\n"
+            '    schedule: "0 3 * * *"\n'
+            "    workflow: DATA_FLOW\n"
+            "    input: {action: report, value: 0}\n"
+            "  OFTEN:\n    every: 250ms\n    workflow: DATA_FLOW\n"
+            "  HOURLY:\n    every: 3600\n    workflow: DATA_FLOW\n",
+        )
+    )
+    assert config.schedules == (
+        ScheduleConfig(name="EVERY_MINUTE", cron="*/1 * * * *"),
+        ScheduleConfig(
+            name="NIGHTLY_REPORT",
+            cron="0 3 * * *",
+            workflow="DATA_FLOW",
+            input={"action": "report", "value": 0},
+        ),
+        ScheduleConfig(name="OFTEN", every=0.25, every_text="250ms", workflow="DATA_FLOW"),
+        ScheduleConfig(name="HOURLY", every=3600.0, every_text="3600s", workflow="DATA_FLOW"),
+    )
+    assert [schedule.expression for schedule in config.schedules] == [
+        "*/1 * * * *",
+        "0 3 * * *",
+        "every 250ms",
+        "every 3600s",
+    ]
+    assert [schedule.calls_scheduled for schedule in config.schedules] == [
+        True,
+        False,
+        False,
+        False,
+    ]
 
 
 @pytest.mark.parametrize(("text", "message"), BAD_CONFIGS)

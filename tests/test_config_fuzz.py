@@ -125,3 +125,25 @@ def test_any_values_in_a_real_layout_load_or_are_refused_in_one_line(
     ]
     for document in documents:
         check_loads_or_refuses_in_one_line(yaml.dump(document, allow_unicode=True))
+
+
+CRON_TEXT = st.lists(
+    st.sampled_from(["*", "*/5", "0", "59", "60", "1-5", "5-1", ",", "/", "-", "L", "W", "#", "?"])
+    | st.sampled_from(["MON", "jan", "@daily", "H", "99999999999999999999", " ", "\t", "é"]),
+    max_size=8,
+).map(" ".join)
+
+
+@FUZZ
+@given(name=KEYS, cron=CRON_TEXT | VALUES, every=VALUES, workflow=VALUES, input=VALUES)
+def test_any_cron_section_loads_or_is_refused_in_one_line(
+    name: object, cron: object, every: object, workflow: object, input: object
+) -> None:
+    documents = [
+        {"cron": {name: cron}},
+        {"workflow": {"A": "a"}, "cron": {name: {"schedule": cron, "workflow": "A"}}},
+        {"workflow": {"A": "a"}, "cron": {"N": {"every": every, "workflow": workflow}}},
+        {"workflow": {"A": "a"}, "cron": {"N": {"every": "1s", "workflow": "A", "input": input}}},
+    ]
+    for document in documents:
+        check_loads_or_refuses_in_one_line(yaml.dump(document, allow_unicode=True))
