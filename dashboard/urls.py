@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from dashboard import views, worker_views
+from dashboard import bulk_views, views, worker_views
 
 app_name = "dashboard"
 
@@ -13,6 +13,8 @@ urlpatterns = [
     path("trigger/", views.trigger_execution, name="trigger"),
     path("workflows/", views.workflow_list, name="workflow_list"),
     path("workers/", worker_views.worker_list, name="worker_list"),
+    path("bulk/<str:action>/", bulk_views.confirm_bulk, name="confirm_bulk"),
+    path("bulk/<str:action>/run/", bulk_views.run_bulk, name="run_bulk"),
     path("executions/<str:execution_id>/", views.execution_detail, name="execution_detail"),
     path("executions/<str:execution_id>/cancel/", views.cancel_execution, name="cancel"),
     path("executions/<str:execution_id>/rerun/", views.rerun_execution, name="rerun"),
