@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import reverse
 
@@ -188,3 +189,53 @@ def test_viewers_get_no_bulk_links_and_no_bulk_action():
     assert "Cancel all matching" in operator.get(LIST).content.decode()
     assert operator.post(reverse("dashboard:run_bulk", args=["cancel"]), {}).status_code == 302
     assert Execution.objects.running().count() == 0
+
+
+# --- the admin -------------------------------------------------------------------------------
+
+
+def admin_rerun_from_url(execution: Execution) -> str:
+    return reverse("admin:engine_execution_rerun_from", args=[execution.id])
+
+
+def test_the_admin_links_rerun_from_here_on_each_step_that_can_start_one(admin_client):
+    execution = completed_example()
+    page = admin_client.get(reverse("admin:engine_execution_change", args=[execution.id]))
+    html = page.content.decode()
+    for name in ("validate", "process", "store"):
+        assert (
+            f'<a href="{admin_rerun_from_url(execution)}?step={name}">Rerun from here</a>' in html
+        )
+
+
+def test_the_admin_reruns_from_the_chosen_step(admin_client):
+    execution = completed_example()
+    form = admin_client.get(admin_rerun_from_url(execution) + "?step=process")
+    assert form.status_code == 200
+    html = form.content.decode()
+    assert '<option value="process" selected>process</option>' in html
+    response = admin_client.post(admin_rerun_from_url(execution), {"from_step": "process"})
+    fork = Execution.objects.exclude(id=execution.id).get()
+    assert response["Location"] == reverse("admin:engine_execution_change", args=[fork.id])
+    assert (fork.from_step, list(fork.steps.values_list("name", flat=True))) == (
+        "process",
+        ["validate"],
+    )
+    page = admin_client.get(response["Location"]).content.decode()
+    assert f"Rerun of {execution.id} from step process started as {fork.id}." in page
+    assert f'<a href="{reverse("admin:engine_execution_change", args=[execution.id])}">' in page
+
+
+def test_the_admin_refuses_a_step_it_did_not_offer_and_needs_the_permission(admin_client):
+    execution = completed_example()
+    refused = admin_client.post(admin_rerun_from_url(execution), {"from_step": "ghost"})
+    assert refused.status_code == 200 and "Select a valid choice" in refused.content.decode()
+    assert Execution.objects.count() == 1
+    missing = reverse("admin:engine_execution_rerun_from", args=["not-an-id"])
+    assert admin_client.get(missing).status_code == 404
+    viewer = User.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename="view_execution"))
+    client = Client()
+    client.force_login(viewer)
+    assert client.post(admin_rerun_from_url(execution), {"from_step": "store"}).status_code == 403
+    assert Execution.objects.count() == 1
