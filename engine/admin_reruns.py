@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -29,9 +29,13 @@ class RerunFromStepForm(forms.Form):
         "this step and what follows run in a new execution, with the same input.",
     )
 
-    def __init__(self, *args: object, steps: list[str], **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
-        self.fields["from_step"].choices = [(name, name) for name in steps]
+    def __init__(
+        self, data: QueryDict | None = None, *, steps: list[str], initial: dict[str, str]
+    ) -> None:
+        super().__init__(data, initial=initial)
+        field = self.fields["from_step"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(name, name) for name in steps]
 
 
 def rerun_from_url(step: Step) -> str:
@@ -39,8 +43,11 @@ def rerun_from_url(step: Step) -> str:
     return f"{url}?{urlencode({'step': step.name})}"
 
 
-class RerunFromStepAdminMixin:
+class RerunFromStepAdminMixin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Adds /admin/engine/execution/<id>/rerun-from/ to the execution's admin."""
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        raise NotImplementedError  # the execution's admin says who may rerun
 
     def get_urls(self) -> list[URLPattern]:
         view = path(
@@ -59,7 +66,8 @@ class RerunFromStepAdminMixin:
             raise Http404(str(error)) from None
         steps = startable(list(Step.objects.filter(execution=execution).order_by("position")))
         initial = {"from_step": request.GET.get("step", "")}
-        form = RerunFromStepForm(request.POST or None, steps=steps, initial=initial)
+        data = request.POST if request.method == "POST" else None
+        form = RerunFromStepForm(data, steps=steps, initial=initial)
         if request.method == "POST" and form.is_valid():
             try:
                 result = runtime.rerun_execution(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 from django.db import transaction
 from django.db.models import QuerySet
@@ -60,7 +61,7 @@ def _rerun(execution: Execution) -> bool:
     return True
 
 
-def _batches(rows: QuerySet, size: int) -> Iterator[list]:
+def _batches(rows: QuerySet[Any], size: int) -> Iterator[list[Any]]:
     """Keyset pages of `rows`, newest first by id; each a list of what `rows` yields."""
     rows = rows.order_by("-id")
     last: uuid.UUID | None = None

@@ -145,7 +145,7 @@ def matching_executions(body: object) -> QuerySet[Execution]:
     return executions
 
 
-def _text(body: dict, key: str, limit: int) -> str | None:
+def _text(body: dict[str, object], key: str, limit: int) -> str | None:
     value = body.get(key)
     if key not in body:
         return None
@@ -156,7 +156,9 @@ def _text(body: dict, key: str, limit: int) -> str | None:
     return value
 
 
-def _refuse_unknown(body: dict, known: tuple[str, ...], error: type[Exception], what: str) -> None:
+def _refuse_unknown(
+    body: dict[str, object], known: tuple[str, ...], error: type[Exception], what: str
+) -> None:
     unknown = sorted(set(body) - set(known))
     if unknown:
         raise error(f"{what} has an unknown key {unknown[0]!r}: use {', '.join(known)}")
