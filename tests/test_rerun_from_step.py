@@ -304,3 +304,17 @@ def test_a_worker_runs_a_fork_that_reuses_outputs_to_completion(start_worker, cl
     assert calls(label).count("check") == 2 and calls(label).count("publish") == 1
     names = [row.name for row in step_rows(done)]
     assert names == ["fetch", "double", "check", "fan", "fan[x]", "fan[y]", "sleep:1", "publish"]
+
+
+def test_an_empty_form_is_no_body_and_a_form_content_type_is_not_parsed(client: Client):
+    original = failed_forkable(tag())
+    empty = client.post(f"/api/executions/{original.id}/rerun")  # the test client's empty form
+    assert empty.status_code == 202
+    assert Execution.objects.get(id=empty.json()["executionId"]).from_step == ""
+    odd = client.post(
+        f"/api/executions/{original.id}/rerun",
+        json.dumps({"fromStep": "check"}),
+        content_type="multipart/form-data",  # no boundary: the body is read as JSON, as always
+    )
+    assert odd.status_code == 202
+    assert Execution.objects.get(id=odd.json()["executionId"]).from_step == "check"
