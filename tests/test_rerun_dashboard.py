@@ -166,7 +166,7 @@ def test_cancel_all_matching_cancels_them_and_returns_to_the_filtered_list(clien
 
 
 def test_rerun_all_matching_through_htmx_reruns_them(client: Client):
-    failed = add(2, status="failed")
+    failed = [make_execution(status="failed", input={"index": index}) for index in range(2)]
     response = client.post(
         reverse("dashboard:run_bulk", args=["rerun"]),
         {"status": "failed"},
@@ -175,6 +175,9 @@ def test_rerun_all_matching_through_htmx_reruns_them(client: Client):
     assert json.loads(response["HX-Location"])["path"] == LIST + "?status=failed"
     reruns = Execution.objects.filter(rerun_of__in=failed)
     assert reruns.count() == 2 and {each.status for each in reruns} == {"running"}
+    assert {(each.rerun_of_id, each.input["index"]) for each in reruns} == {
+        (original.id, original.input["index"]) for original in failed
+    }
 
 
 @pytest.mark.usefixtures("deployed")
