@@ -8,7 +8,7 @@ import contextlib
 from datetime import timedelta
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -61,12 +61,7 @@ def execution_list(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def list_context(request: HttpRequest) -> dict[str, object]:
-    filters = queries.ListFilters(
-        workflow=request.GET.get("workflow", "").strip(),
-        status=request.GET.get("status", "").strip(),
-        search=request.GET.get("q", "").strip(),
-        parent=request.GET.get("parent", "").strip(),
-    )
+    filters = list_filters(request.GET)
     cursor = request.GET.get("cursor") or None
     try:
         page = queries.execution_page(filters, cursor=cursor)
@@ -86,6 +81,16 @@ def list_context(request: HttpRequest) -> dict[str, object]:
         "next_url": page_url(request, page.next_cursor) if page.next_cursor else None,
         "first_url": page_url(request, None) if cursor else None,
     }
+
+
+def list_filters(query: QueryDict) -> queries.ListFilters:
+    """The list's filters as its URL (or a form repeating them) gives them."""
+    return queries.ListFilters(
+        workflow=query.get("workflow", "").strip(),
+        status=query.get("status", "").strip(),
+        search=query.get("q", "").strip(),
+        parent=query.get("parent", "").strip(),
+    )
 
 
 def workflow_names(selected: str) -> list[str]:
@@ -263,15 +268,18 @@ def event_refused(request: HtmxHttpRequest, execution_id: str, form: SendEventFo
 
 @require_POST
 def rerun_execution(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    """A rerun with the same input; with `from_step` ("Rerun from here"), from that step."""
+    from_step = request.POST.get("from_step") or None
     try:
-        result = runtime.rerun_execution(execution_id)
+        result = runtime.rerun_execution(execution_id, from_step=from_step)
     except ExecutionNotFound:
         return not_found(request, execution_id)
-    except PloyError as error:  # its workflow is no longer in ploy.yaml
+    except PloyError as error:  # its workflow left ploy.yaml, or the step cannot start one
         messages.error(request, f"Could not rerun: {error}")
         url = reverse("dashboard:execution_detail", args=[execution_id])
     else:
-        messages.success(request, "Rerun started with the same input.")
+        how = f" from step {from_step!r}, reusing the steps before it" if from_step else ""
+        messages.success(request, f"Rerun started with the same input{how}.")
         url = reverse("dashboard:execution_detail", args=[result.execution_id])
     return open_in_main(url) if request.htmx else redirect(url)
 

@@ -17,6 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
 from engine import runtime
+from engine.admin_reruns import RerunFromStepAdminMixin, RerunFromStepInlineMixin
 from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
 from engine.models import Attempt, Event, Execution, Step, Worker
@@ -121,7 +122,7 @@ class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     extra = 0
 
 
-class StepInline(PayloadMixin, ReadOnlyMixin, admin.TabularInline):
+class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline):
     model = Step
     fk_name = "execution"
     extra = 0
@@ -134,6 +135,8 @@ class StepInline(PayloadMixin, ReadOnlyMixin, admin.TabularInline):
         "attempts_list",
         "started_at",
         "finished_at",
+        "reused_from_link",
+        "rerun_from_link",
     )
     readonly_fields = fields
 
@@ -180,7 +183,7 @@ class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ExecutionAdmin(RerunFromStepAdminMixin, PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("id", "workflow", "binding", "status", "created_at", "finished_at")
     list_filter = ("workflow", "status", HasParentFilter)
     # UUID lookups ignore dashes on every database: a full id or any part of one matches.
@@ -196,6 +199,7 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         "status",
         "idempotency_key",
         "rerun_of_link",
+        "from_step",
         "parent_link",
         "children_link",
         "created_at",

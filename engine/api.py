@@ -18,7 +18,7 @@ from ninja.openapi.docs import Swagger
 from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
-from engine import events, queries, registry, runtime
+from engine import events, queries, registry, rerun_api, runtime
 from engine.config import shown
 from engine.errors import (
     ExecutionAlreadyFinished,
@@ -30,6 +30,7 @@ from engine.errors import (
     UnknownWorkflow,
 )
 from engine.records import ExecutionRecord
+from engine.reruns import InvalidRerun
 from engine.schemas import (
     JSON_VALUE,
     ErrorOut,
@@ -55,6 +56,7 @@ STATUSES: dict[type[PloyError], int] = {
     ScheduleNotFound: 404,
     ExecutionAlreadyFinished: 409,
     PayloadTooLarge: 413,
+    InvalidRerun: 422,
 }
 ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 # A Content-Length Django can read: digits only (int() would also take "-5", "+5" or " 5").
@@ -296,13 +298,15 @@ def send_event(request: HttpRequest, id: str, event: EventIn) -> Status[EventOut
 @router.post(
     "/executions/{id}/rerun",
     operation_id="rerunExecution",
-    response={202: TriggerOut, **_errors(401, 404)},
-    openapi_extra=STARTED,
+    response={202: TriggerOut, **_errors(400, 401, 404, 411, 413, 422)},
+    openapi_extra={**STARTED, **rerun_api.RERUN_BODY},
     tags=["executions"],
 )
 def rerun_execution(request: HttpRequest, id: str) -> Status[TriggerOut]:
-    """A new execution of the same workflow with the same input."""
-    result = runtime.rerun_execution(id)
+    """A new execution of the same workflow, with the same input unless the body gives one;
+    from a step, reusing the stored outcomes of the steps before it."""
+    options = rerun_api.rerun_options(rerun_api.rerun_body(request, _read_input))
+    result = runtime.rerun_execution(id, from_step=options.from_step, input=options.input)
     return Status(202, TriggerOut(execution_id=result.execution_id))
 
 
@@ -395,7 +399,9 @@ def _error(request: HttpRequest, status: int, detail: str) -> HttpResponse:
 from engine.schedule_api import router as schedule_router  # noqa: E402
 from engine.worker_api import router as worker_router  # noqa: E402
 
-# Before `router`, whose catch-all for unknown paths would otherwise answer /api/workers.
+# Before `router`, whose catch-all for unknown paths would otherwise answer /api/workers, and
+# whose GET /executions/{id} would answer POST /executions/cancel with a 405.
 api.add_router("", worker_router)
 api.add_router("", schedule_router)
+api.add_router("", rerun_api.router)
 api.add_router("", router)

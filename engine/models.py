@@ -67,6 +67,9 @@ class Execution(models.Model):
     rerun_of = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reruns"
     )
+    # A rerun from a step: the step of `rerun_of` it started from; the steps before it were
+    # copied from there at creation (each with `reused_from`), so their functions never run.
+    from_step = models.CharField(max_length=200, blank=True, default="")
     # A child started by a parent's `step.invoke` / `invoke_many`: which step, and its place
     # among that step's children (the order of the outputs).
     parent = models.ForeignKey(
@@ -139,6 +142,9 @@ class Step(models.Model):
     )
     # A branch of a `step.parallel`: the name of that parallel step (its branches run at once).
     branch_of = models.CharField(max_length=200, blank=True, default="")
+    # A step copied into a rerun from a step: the execution whose run produced its outcome
+    # (its attempts stay there). A plain id, not a key: pruning that execution leaves it be.
+    reused_from = models.UUIDField(null=True, blank=True)
 
     class Meta:
         ordering = ["execution", "position"]

@@ -50,6 +50,7 @@ class StepRecord:
     wake_at: datetime | None
     attempts: list[AttemptRecord] = field(default_factory=list)
     child_id: str | None = None  # the child execution of an invoke step
+    reused_from: str | None = None  # copied into a rerun from a step: where its function ran
 
     @classmethod
     def of(cls, step: Step) -> StepRecord:
@@ -64,6 +65,7 @@ class StepRecord:
             wake_at=step.wake_at,
             attempts=[AttemptRecord.of(attempt) for attempt in step.attempts.all()],
             child_id=str(step.child_id) if step.child_id else None,
+            reused_from=str(step.reused_from) if step.reused_from else None,
         )
 
 
@@ -81,6 +83,8 @@ class ExecutionRecord:
     finished_at: datetime | None
     steps: list[StepRecord] | None = None
     parent_id: str | None = None  # the execution whose invoke step started this one
+    rerun_of: str | None = None  # the execution this one reruns
+    from_step: str | None = None  # ... from this step of it, reusing the steps before
 
     @classmethod
     def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
@@ -98,6 +102,8 @@ class ExecutionRecord:
             finished_at=execution.finished_at,
             steps=[StepRecord.of(step) for step in execution.steps.all()] if with_steps else None,
             parent_id=str(execution.parent_id) if execution.parent_id else None,
+            rerun_of=str(execution.rerun_of_id) if execution.rerun_of_id else None,
+            from_step=execution.from_step or None,
         )
 
     def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:
@@ -113,7 +119,7 @@ class ExecutionRecord:
 
 
 STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
-STEP_FIELDS += ("wake_at", "child_id")
+STEP_FIELDS += ("wake_at", "child_id", "reused_from")
 ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
 
@@ -141,6 +147,7 @@ def load_record(execution_id: object, *, workflow: str | None = None) -> Executi
         if record is None:
             del step["id"]
             step["child_id"] = str(step["child_id"]) if step["child_id"] else None
+            step["reused_from"] = str(step["reused_from"]) if step["reused_from"] else None
             record = steps.setdefault(row[0], StepRecord(**step))
         attempt = dict(zip(ATTEMPT_FIELDS, row[len(STEP_FIELDS) :], strict=True))
         if attempt["number"] is not None:

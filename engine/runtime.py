@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from functools import partial
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import QuerySet
 
 from engine import clock, registry, wakeup, workers
 from engine.children import wake_parent
@@ -36,6 +36,7 @@ from engine.models import (
 from engine.payloads import error_details, to_json
 from engine.queries import parse_execution_id
 from engine.registry import WorkflowDefinition
+from engine.reruns import KEEP_INPUT, Fork, plan_fork
 from engine.schedule_config import SCHEDULED_WORKFLOW, scheduled_binding
 from engine.writes import serialized
 
@@ -60,10 +61,12 @@ def trigger(
     rerun_of: Execution | None = None,
     run_here: bool = False,
     binding: BindingConfig | None = None,
+    fork: Fork | None = None,
 ) -> TriggerResult:
     """Create a running execution and queue it once the transaction commits; or, `run_here`,
     create it already claimed by this process (run it next with `run_here()`). `binding` is
-    given for an internal workflow (a tick of Ploy's `cron:` form), which `name` cannot name."""
+    given for an internal workflow (a tick of Ploy's `cron:` form), which `name` cannot name.
+    A `fork`'s steps are copied into it in the same transaction."""
     binding = binding or registry.current().config.binding(name)
     input = to_json(input, "the workflow input")
     if idempotency_key:
@@ -80,10 +83,13 @@ def trigger(
                 input=input,
                 idempotency_key=idempotency_key or None,
                 rerun_of=rerun_of,
+                from_step=fork.from_step if fork else "",
                 created_at=now,
                 wake_at=now,
                 **claimed,
             )
+            if fork is not None:
+                fork.copy_into(execution)
             if not run_here:
                 transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
@@ -100,41 +106,64 @@ def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:
     return executions.values_list("id", flat=True).first()
 
 
-def rerun_execution(execution_id: object) -> TriggerResult:
-    """A new execution of the same workflow with the same input."""
-    execution = _get(execution_id)
+def rerun_execution(
+    execution_id: object, *, from_step: str | None = None, input: object = KEEP_INPUT
+) -> TriggerResult:
+    """A new execution of the same workflow, with the same input unless `input` is given. With
+    `from_step`, it reuses the stored outcomes of the steps before that step (their functions do
+    not run) and runs that step and what follows."""
+    return rerun(_get(execution_id), from_step=from_step, input=input)
+
+
+def rerun(
+    execution: Execution, *, from_step: str | None = None, input: object = KEEP_INPUT
+) -> TriggerResult:
     config = registry.current().config
     known = {binding.binding for binding in config.workflows}
     name = execution.binding if execution.binding in known else execution.workflow
-    return trigger(name, execution.input, rerun_of=execution, binding=_internal_binding(execution))
+    internal = _internal_binding(execution)
+    if internal is None:
+        config.binding(name)  # a workflow no longer bound is refused before anything is read
+    fork = plan_fork(execution, from_step) if from_step is not None else None
+    new_input = execution.input if input is KEEP_INPUT else input
+    return trigger(name, new_input, rerun_of=execution, binding=internal, fork=fork)
 
 
 def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Execution:
     """Cancelled at once with its running descendants, in one transaction; a worker running
     any of them stops at its next step boundary."""
     execution_uuid = parse_execution_id(execution_id)
+    if not cancel_executions([execution_uuid], now=now):
+        execution = _get(execution_uuid)
+        # An execution whose failure is recorded is failing (its on_error hook runs or is
+        # due): it ends as failed, never cancelled after the hook ran.
+        status = ExecutionStatus.FAILED if execution.error is not None else execution.status
+        raise ExecutionAlreadyFinished(execution.id, status)
+    return _get(execution_uuid)
+
+
+def cancel_executions(
+    execution_ids: list[uuid.UUID], *, now: datetime | None = None
+) -> list[uuid.UUID]:
+    """Those of `execution_ids` that still run (and are not failing) cancelled, with their
+    running descendants, in one transaction whatever their number; the ids it cancelled."""
     now = now or clock.now()
     with serialized(), transaction.atomic():
-        levels = _running_descendants(execution_uuid)
-        # Child-first, the order in which a finishing child locks its row, then its parent's.
+        levels = _running_descendants(execution_ids)
+        # Child-first, the order in which a finishing child locks its row, then its parent's;
+        # by id within a level, so that two cancels lock shared rows in the same order.
         for level in reversed(levels):
-            list(_cancellable(level).select_for_update().values_list("id", flat=True))
-        # An execution whose failure is recorded is failing (its on_error hook runs or is due):
-        # it ends as failed, never cancelled after the hook ran.
-        cancelled = _cancellable([execution_uuid]).update(
-            status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None
-        )
+            _lock(_cancellable(level))
+        cancelled = _lock(_cancellable(execution_ids))
         if not cancelled:
-            execution = _get(execution_uuid)
-            status = ExecutionStatus.FAILED if execution.error is not None else execution.status
-            raise ExecutionAlreadyFinished(execution.id, status)
+            return []
         descendants = list(
             _cancellable([each for level in levels for each in level]).values_list("id", flat=True)
         )
-        Execution.objects.filter(id__in=descendants).update(
+        ids = [*cancelled, *descendants]
+        Execution.objects.filter(id__in=ids).update(
             status=ExecutionStatus.CANCELLED, finished_at=now, wake_at=None, owner=None
         )
-        ids = [execution_uuid, *descendants]
         Step.objects.filter(
             execution_id__in=ids,
             status__in=[StepStatus.RUNNING, StepStatus.SLEEPING, StepStatus.WAITING],
@@ -145,25 +174,29 @@ def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Ex
             error_message="the execution was cancelled while this attempt ran",
             finished_at=now,
         )
-        execution = _get(execution_uuid)
-        if execution.parent_id is not None:
-            wake_parent(execution, completed=False)  # a cancelled child fails its parent's step
+        # A cancelled child fails its parent's step (a parent cancelled here is past waking).
+        for child in Execution.objects.filter(id__in=cancelled, parent_id__isnull=False).only(
+            "id", "parent_id", "parent_step"
+        ):
+            wake_parent(child, completed=False)
     # Children born meanwhile (a run in flight committed them before its fence saw the cancel).
-    for child_id in (
-        Execution.objects.running().filter(parent_id__in=ids).values_list("id", flat=True)
-    ):
-        with contextlib.suppress(ExecutionAlreadyFinished):
-            cancel_execution(child_id, now=now)
-    return execution
+    born = list(Execution.objects.running().filter(parent_id__in=ids).values_list("id", flat=True))
+    if born:
+        cancel_executions(born, now=now)
+    return cancelled
+
+
+def _lock(executions: QuerySet[Execution]) -> list[uuid.UUID]:
+    return list(executions.order_by("id").select_for_update().values_list("id", flat=True))
 
 
 def _cancellable(ids: list[uuid.UUID]):
     return Execution.objects.running().filter(id__in=ids, error__isnull=True)
 
 
-def _running_descendants(execution_id: uuid.UUID) -> list[list[uuid.UUID]]:
-    """Its running children, their running children... one list per level."""
-    levels, level = [], [execution_id]
+def _running_descendants(execution_ids: list[uuid.UUID]) -> list[list[uuid.UUID]]:
+    """Their running children, their running children... one list per level."""
+    levels, level = [], list(execution_ids)
     while level:
         level = list(
             Execution.objects.running().filter(parent_id__in=level).values_list("id", flat=True)
@@ -261,8 +294,9 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
             return
     context = StepContext(
         execution=execution,
-        # The first claim's run (epoch 1) is the first run of all: it has no steps to load.
-        steps=[] if execution.run_count == 1 else _steps_of(execution),
+        # The first claim's run (epoch 1) is the first run of all: it has no steps to load,
+        # unless it is a rerun from a step, created with the steps before that one.
+        steps=[] if execution.run_count == 1 and not execution.from_step else _steps_of(execution),
         retries=binding.retries,
         claim=held,
         clock=now,

@@ -158,6 +158,11 @@ class StepOut(CamelSchema):
     )
     attempts: list[AttemptOut]
     child_id: str | None = Field(None, description="The child execution of an invoke step.")
+    reused_from: str | None = Field(
+        None,
+        description="A step copied into a rerun from a later step: the execution whose run "
+        "produced its outcome (and holds its attempts); null for a step run here.",
+    )
 
 
 class ExecutionSummaryOut(CamelSchema):
@@ -173,6 +178,11 @@ class ExecutionSummaryOut(CamelSchema):
     finished_at: UtcTime | None
     parent_id: str | None = Field(
         None, description="The execution whose invoke step started this one; null at the top."
+    )
+    rerun_of: str | None = Field(None, description="The execution this one is a rerun of.")
+    from_step: str | None = Field(
+        None,
+        description="A rerun from a step: that step of rerunOf, the steps before it reused.",
     )
 
 

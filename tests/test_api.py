@@ -518,6 +518,8 @@ def test_openapi_schema_lists_every_operation(client):
         ("/api/executions", "get"),
         ("/api/executions/{id}", "get"),
         ("/api/executions/{id}/cancel", "post"),
+        ("/api/executions/cancel", "post"),
+        ("/api/executions/rerun", "post"),
         ("/api/executions/{id}/rerun", "post"),
         ("/api/workers", "get"),
         ("/api/schedules", "get"),

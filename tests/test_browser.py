@@ -270,12 +270,12 @@ def test_cancel_a_sleeping_execution_from_its_page(page: Page, start_worker: Cal
     expect(page.locator("#execution-status")).to_have_text("cancelled")
     expect(page.locator(".messages")).to_contain_text("Execution cancelled.")
     expect(page.locator(".step", has_text="sleep:1").locator(".badge")).to_have_text("cancelled")
-    expect(page.get_by_role("button", name="Rerun")).to_be_visible()
+    expect(page.get_by_role("button", name="Rerun", exact=True)).to_be_visible()
     assert_not_reloaded(page)
     assert Execution.objects.get(id=execution_id).status == "cancelled"
     screenshot(page, "07-execution-cancelled")
 
-    page.get_by_role("button", name="Rerun").click()
+    page.get_by_role("button", name="Rerun", exact=True).click()
     expect(page).not_to_have_url(re.compile(execution_id))
     expect(page.locator(".messages")).to_contain_text("Rerun started")
     expect(page.locator(".exec-head")).to_contain_text(f"rerun of {execution_id}")

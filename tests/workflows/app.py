@@ -409,3 +409,12 @@ def bounded_sleeper(*, input, step, execution_id):
 
 
 workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_failing_error}
+
+
+# The fixtures of reruns from a step (tests/workflows/reruns.py).
+_reruns_spec = importlib.util.spec_from_file_location(
+    "ploy_rerun_workflows", Path(__file__).resolve().parent / "reruns.py"
+)
+reruns = importlib.util.module_from_spec(_reruns_spec)
+_reruns_spec.loader.exec_module(reruns)
+workflows.update(reruns.workflows)

@@ -1,0 +1,119 @@
+"""The admin's "Rerun from here": a page to pick the step (linked from each step of an
+execution's page), posting to engine.runtime as the dashboard and the API do."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from engine import runtime
+from engine.errors import ExecutionNotFound, PloyError
+from engine.models import Execution, Step
+from engine.queries import parse_execution_id
+from engine.reruns import can_start_from, startable
+
+
+class RerunFromStepForm(forms.Form):
+    from_step = forms.ChoiceField(
+        label="Rerun from step",
+        help_text="The steps before it are reused as stored (their functions do not run again); "
+        "this step and what follows run in a new execution, with the same input.",
+    )
+
+    def __init__(
+        self, data: QueryDict | None = None, *, steps: list[str], initial: dict[str, str]
+    ) -> None:
+        super().__init__(data, initial=initial)
+        field = self.fields["from_step"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [(name, name) for name in steps]
+
+
+def rerun_from_url(step: Step) -> str:
+    url = reverse("admin:engine_execution_rerun_from", args=[step.execution_id])
+    return f"{url}?{urlencode({'step': step.name})}"
+
+
+class RerunFromStepAdminMixin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Adds /admin/engine/execution/<id>/rerun-from/ to the execution's admin."""
+
+    def has_run_permission(self, request: HttpRequest) -> bool:
+        raise NotImplementedError  # the execution's admin says who may rerun
+
+    def get_urls(self) -> list[URLPattern]:
+        view = path(
+            "<path:object_id>/rerun-from/",
+            self.admin_site.admin_view(self.rerun_from_view),
+            name="engine_execution_rerun_from",
+        )
+        return [view, *super().get_urls()]
+
+    def rerun_from_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        if not self.has_run_permission(request):
+            raise PermissionDenied("rerunning needs the change_execution permission")
+        try:
+            execution = get_execution_row(object_id)
+        except ExecutionNotFound as error:
+            raise Http404(str(error)) from None
+        steps = startable(list(Step.objects.filter(execution=execution).order_by("position")))
+        initial = {"from_step": request.GET.get("step", "")}
+        data = request.POST if request.method == "POST" else None
+        form = RerunFromStepForm(data, steps=steps, initial=initial)
+        if request.method == "POST" and form.is_valid():
+            try:
+                result = runtime.rerun_execution(
+                    execution.id, from_step=form.cleaned_data["from_step"]
+                )
+            except PloyError as error:
+                form.add_error("from_step", str(error))
+            else:
+                message = format_html(
+                    "Rerun of {} from step {} started as {}.",
+                    execution.id,
+                    form.cleaned_data["from_step"],
+                    result.execution_id,
+                )
+                self.message_user(request, message, messages.SUCCESS)
+                return redirect("admin:engine_execution_change", result.execution_id)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": execution,
+            "title": f"Rerun {execution.workflow} from a step",
+            "form": form,
+            "steps": steps,
+        }
+        return TemplateResponse(request, "admin/engine/execution/rerun_from.html", context)
+
+
+class RerunFromStepInlineMixin:
+    """A "Rerun from here" link on each step of the execution's page that can start one."""
+
+    @admin.display(description="rerun")
+    def rerun_from_link(self, step: Step) -> SafeString | str:
+        if not step.pk or not can_start_from(step):
+            return "-"
+        return format_html('<a href="{}">Rerun from here</a>', rerun_from_url(step))
+
+    @admin.display(description="reused from")
+    def reused_from_link(self, step: Step) -> SafeString | str:
+        if not step.reused_from:
+            return "-"
+        url = reverse("admin:engine_execution_change", args=[step.reused_from])
+        return format_html('<a href="{}">{}</a>', url, step.reused_from)
+
+
+def get_execution_row(execution_id: str) -> Execution:
+    execution = Execution.objects.filter(pk=parse_execution_id(execution_id)).first()
+    if execution is None:
+        raise ExecutionNotFound(execution_id)
+    return execution
