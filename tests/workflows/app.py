@@ -409,3 +409,12 @@ def bounded_sleeper(*, input, step, execution_id):
 
 
 workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_failing_error}
+
+
+# The fixtures of logs per attempt (tests/workflows/logged.py).
+_logged_spec = importlib.util.spec_from_file_location(
+    "ploy_logged_workflows", Path(__file__).resolve().parent / "logged.py"
+)
+logged = importlib.util.module_from_spec(_logged_spec)
+_logged_spec.loader.exec_module(logged)
+workflows.update(logged.workflows)
