@@ -133,7 +133,7 @@ class AttemptLog:
 
     def _keep(self, line: LogLine) -> None:
         size = _size(line)
-        if size > self._half:
+        if size > self._half // 2:  # one line leaves room for others in its half
             line, size = self._shortened(line, size)
         if not self._head_full:
             if self._head_bytes + size <= self._half:
@@ -149,14 +149,16 @@ class AttemptLog:
             self._cut += dropped
 
     def _shortened(self, line: LogLine, size: int) -> tuple[LogLine, int]:
-        """A line longer than half the limit, its message cut to fit, saying so."""
+        """A line longer than a quarter of the limit, cut to fit (its data first, then the end
+        of its message), saying how much was cut."""
+        limit = self._half // 2 - 40  # room for the note
+        if line["data"] is not None:
+            line = {**line, "data": None}
         encoded = line["message"].encode("utf-8")
-        over = size - self._half + 100  # room for the note itself
-        keep = max(len(encoded) - over, 0)
+        keep = max(len(encoded) - (_size(line) - limit), 0)
         message = encoded[:keep].decode("utf-8", "ignore")
-        line = {**line, "message": f"{message} ... {len(encoded) - keep} bytes cut"}
-        if _size(line) > self._half:
-            line["data"] = None  # what is left over the limit is the data: drop it
+        cut = size - _size({**line, "message": message})
+        line = {**line, "message": f"{message} ... {cut} bytes cut"}
         return line, _size(line)
 
 

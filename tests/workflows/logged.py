@@ -40,6 +40,7 @@ def logged_retry(*, input, step, execution_id):
         attempt = count_call(f"{execution_id}-charge")
         logger.info("attempt %s starts", attempt)
         print(f"printed by attempt {attempt}")
+        logger.info("markup stays text: <script>alert(%s)</script>", attempt)
         print(f"to stderr from attempt {attempt}", file=sys.stderr)
         step.log(
             "charging",
@@ -129,7 +130,23 @@ def log_between_steps(*, step):
     return step.run("second", lambda: 2)
 
 
+def logged_chain(*, input, step):
+    """`steps` trivial steps, each logging a line and printing one when `log` is true."""
+
+    def body(number):
+        def call():
+            if input["log"]:
+                logger.info("step %s", number)
+                print(f"step {number}")
+            return number
+
+        return call
+
+    return [step.run(f"s{number}", body(number)) for number in range(input["steps"])]
+
+
 workflows = {
+    "logged_chain": logged_chain,
     "logged_retry": logged_retry,
     "logged_pair": logged_pair,
     "logged_flood": logged_flood,
