@@ -185,14 +185,30 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "admin:login"
 
+
+def _not_django(record: object) -> bool:
+    """Django's own loggers print through the handlers of its DEFAULT_LOGGING, as ever."""
+    name = getattr(record, "name", "")
+    return name != "django" and not name.startswith("django.")
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    # Every logger prints at INFO through the root (a step body's records are also kept with
-    # its attempt: engine.attempt_logs); Huey's has its own handler, else run_huey adds one.
-    "root": {"handlers": ["console"], "level": "INFO"},
+    "filters": {"not_django": {"()": "django.utils.log.CallbackFilter", "callback": _not_django}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "root_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["not_django"],
+        },
+    },
+    # Every logger prints at INFO through the root, the workflows' own too (and a step body's
+    # records are also kept with its attempt: engine.attempt_logs). Huey's has a handler of its
+    # own, else run_huey adds one.
+    "root": {"handlers": ["root_console"], "level": "INFO"},
     "loggers": {
         "engine": {"level": os.environ.get("PLOY_LOG_LEVEL", "INFO")},
         "huey": {"handlers": ["console"], "level": "INFO", "propagate": False},
