@@ -245,6 +245,12 @@ def step_log(message: object, data: dict[str, object]) -> None:
         worker_log.info("%s", text, extra={ALREADY_CAPTURED: True})
 
 
+def as_text(line: LogLine) -> str:
+    """One line as a log file shows it: time, level, logger, message and data."""
+    data = f" {json.dumps(line['data'], ensure_ascii=False)}" if line.get("data") else ""
+    return f"{line['at']} {line['level']} {line['logger']}: {line['message']}{data}"
+
+
 def _line(
     level: str,
     logger: str,

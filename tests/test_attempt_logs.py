@@ -269,3 +269,12 @@ def test_a_failed_attempt_and_its_retry_on_a_worker_each_keep_their_lines(start_
     assert (first.status, second.status) == ("failed", "completed")
     assert messages(first)[0] == "attempt 1 starts" and messages(second)[0] == "attempt 2 starts"
     assert first.error_type == "ValueError"
+
+
+def test_the_admin_shows_an_attempts_logs_folded(admin_client):
+    execution_id = run_logged_retry()
+    first, _ = attempts_of(execution_id, "charge")
+    html = admin_client.get(f"/admin/engine/attempt/{first.pk}/change/").content.decode()
+    assert "<details><summary>6 lines</summary>" in html
+    assert "INFO app.payments: attempt 1 starts" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
