@@ -51,23 +51,16 @@ _current: contextvars.ContextVar[AttemptLog | None] = contextvars.ContextVar(
 
 
 class AttemptLog:
-    """The lines of one attempt, bounded to `limit` bytes of JSON: the first and the last half
-    are kept (the start says what the body was doing, the end what it did last), and a note
-    says how much was cut between them. A context manager: the capture of this thread."""
+    """The capture of one attempt, in the thread that enters it (a context manager); its lines
+    are kept from the first write on. Cheap when nothing is written: the hot path."""
+
+    __slots__ = ("_limit", "_lines", "_ended", "_token")
+    _creating = threading.Lock()  # the body and its timeout thread may both write first
 
     def __init__(self, limit: int | None = None) -> None:
-        self._half = (settings.PLOY_ATTEMPT_LOG_BYTES if limit is None else limit) // 2
-        self._head: list[LogLine] = []
-        self._head_bytes = 0
-        self._head_full = False
-        self._tail: deque[tuple[LogLine, int]] = deque()
-        self._tail_bytes = 0
-        self._cut = 0
-        self._partial: dict[str, str] = {}  # print()'s text before its newline, by stream
-        self._lock = threading.RLock()  # the body and its timeout thread may both write; a
-        # signal handler that logs may interrupt a write in the same thread
-        self._lines: list[LogLine] | None = None
-        self._closed = False
+        self._limit = limit
+        self._lines: BoundedLines | None = None
+        self._ended: list[LogLine] | None = None
         self._token: contextvars.Token[AttemptLog | None] | None = None
 
     def __enter__(self) -> AttemptLog:
@@ -93,13 +86,56 @@ class AttemptLog:
         data: dict[str, object] | None = None,
         at: datetime | None = None,
     ) -> None:
-        line = _line(level, logger, message, data, at)
+        self._buffer().add(_line(level, logger, message, data, at))
+
+    def write(self, stream: str, text: str) -> None:
+        """print()'s text: one line per newline, the rest kept until the next write or the end."""
+        self._buffer().write(stream, text)
+
+    def end(self) -> list[LogLine] | None:
+        """The attempt's lines, None when there are none; later writes are dropped (a body
+        that outlived its timeout goes on writing to the process's output only)."""
+        if self._lines is None:
+            with AttemptLog._creating:
+                if self._lines is None:
+                    self._lines = ENDED
+        return self._lines.end()
+
+    def _buffer(self) -> BoundedLines:
+        if self._lines is None:
+            with AttemptLog._creating:
+                if self._lines is None:
+                    limit = settings.PLOY_ATTEMPT_LOG_BYTES if self._limit is None else self._limit
+                    self._lines = BoundedLines(limit)
+        return self._lines
+
+
+class BoundedLines:
+    """Lines up to `limit` bytes of JSON: the first and the last half are kept (the start says
+    what the body was doing, the end what it did last), and a note says how much was cut
+    between them."""
+
+    def __init__(self, limit: int) -> None:
+        self._half = limit // 2
+        self._head: list[LogLine] = []
+        self._head_bytes = 0
+        self._head_full = False
+        self._tail: deque[tuple[LogLine, int]] = deque()
+        self._tail_bytes = 0
+        self._cut = 0
+        self._partial: dict[str, str] = {}  # print()'s text before its newline, by stream
+        # The body and its timeout thread may both write; reentrant, since a signal handler
+        # that logs may interrupt a write in the same thread.
+        self._lock = threading.RLock()
+        self._lines: list[LogLine] | None = None
+        self._closed = False
+
+    def add(self, line: LogLine) -> None:
         with self._lock:
             if not self._closed:
                 self._keep(line)
 
     def write(self, stream: str, text: str) -> None:
-        """print()'s text: one line per newline, the rest kept until the next write or the end."""
         with self._lock:
             if self._closed:
                 return
@@ -111,8 +147,6 @@ class AttemptLog:
                 self._keep(_line(PRINT_LEVEL, stream, piece.removesuffix("\r")))
 
     def end(self) -> list[LogLine] | None:
-        """The attempt's lines, None when there are none; later writes are dropped (a body
-        that outlived its timeout goes on writing to the process's output only)."""
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -160,6 +194,10 @@ class AttemptLog:
         cut = size - _size({**line, "message": message})
         line = {**line, "message": f"{message} ... {cut} bytes cut"}
         return line, _size(line)
+
+
+ENDED = BoundedLines(0)  # what an attempt that wrote nothing ends with: no lines, closed
+ENDED.end()
 
 
 class CaptureHandler(logging.Handler):
@@ -217,13 +255,12 @@ class CapturingStream:
 def install() -> None:
     """The root logger's handler and the stream proxies, once per process; checked at each
     capture, since a test runner (or a user) may have replaced sys.stdout or the handlers."""
-    root = logging.getLogger()
-    if HANDLER not in root.handlers:
-        root.addHandler(HANDLER)
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if stream is not None and not isinstance(stream, CapturingStream):
-            setattr(sys, name, CapturingStream(stream, name))
+    if HANDLER not in logging.root.handlers:
+        logging.root.addHandler(HANDLER)
+    if type(sys.stdout) is not CapturingStream and sys.stdout is not None:
+        sys.stdout = CapturingStream(sys.stdout, "stdout")
+    if type(sys.stderr) is not CapturingStream and sys.stderr is not None:
+        sys.stderr = CapturingStream(sys.stderr, "stderr")
 
 
 def step_log(message: object, data: dict[str, object]) -> None:
