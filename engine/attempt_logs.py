@@ -54,13 +54,12 @@ class AttemptLog:
     """The capture of one attempt, in the thread that enters it (a context manager); its lines
     are kept from the first write on. Cheap when nothing is written: the hot path."""
 
-    __slots__ = ("_limit", "_lines", "_ended", "_token")
+    __slots__ = ("_limit", "_lines", "_token")
     _creating = threading.Lock()  # the body and its timeout thread may both write first
 
     def __init__(self, limit: int | None = None) -> None:
         self._limit = limit
         self._lines: BoundedLines | None = None
-        self._ended: list[LogLine] | None = None
         self._token: contextvars.Token[AttemptLog | None] | None = None
 
     def __enter__(self) -> AttemptLog:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -138,6 +140,18 @@ def test_parallel_branches_and_the_timeout_thread_log_to_their_own_attempts():
         "step.log in the helper thread",
     ]
     assert bounded.logs[1]["data"] == {"helper": True}
+
+
+def test_a_timed_out_attempt_keeps_its_lines_and_what_it_logs_later_goes_nowhere_else():
+    execution_id = runtime.trigger("LOGGED_TIMEOUT", None).execution_id
+    runtime.run_execution(execution_id)  # attempt 1 times out; its body goes on
+    runtime.run_execution(execution_id, now=timezone.now() + timedelta(seconds=5))
+    late = Path(os.environ["PLOY_DATA_DIR"]) / f"late-{execution_id}"
+    wait_for(late.exists, timeout=30)  # attempt 1's body has logged after its timeout
+    first, second = attempts_of(execution_id, "slow")
+    assert (first.status, first.error_type, second.status) == ("failed", "StepTimeout", "completed")
+    assert messages(first) == ["attempt 1 before"]
+    assert messages(second) == ["attempt 2 before"]
 
 
 def test_an_attempt_keeps_its_first_and_last_lines_within_64_kib_and_says_what_was_cut():

@@ -124,6 +124,21 @@ def logged_threads(*, step):
     return found
 
 
+def logged_timeout(*, step, execution_id):
+    """Attempt 1 outlives its timeout, and logs again once it has: too late for its attempt."""
+
+    def body():
+        attempt = count_call(f"{execution_id}-slow")
+        logger.info("attempt %s before", attempt)
+        if attempt == 1:
+            time.sleep(1.5)
+            logger.info("attempt 1 after its timeout")
+            (Path(os.environ["PLOY_DATA_DIR"]) / f"late-{execution_id}").touch()
+        return attempt
+
+    return step.run("slow", body, timeout=0.5)
+
+
 def log_between_steps(*, step):
     step.run("first", lambda: 1)
     step.log("between steps")
@@ -151,5 +166,6 @@ workflows = {
     "logged_pair": logged_pair,
     "logged_flood": logged_flood,
     "logged_threads": logged_threads,
+    "logged_timeout": logged_timeout,
     "log_between_steps": log_between_steps,
 }
