@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from engine import attempt_logs, get_ploy_context, runtime
@@ -212,7 +213,8 @@ def test_logging_costs_no_extra_statement_per_step():
 
     quiet, logged = statements(False), statements(True)
     assert logged == quiet
-    assert quiet["statements"] == 8 * 10 + 3  # as tests/test_hot_path.py counts a chain
+    if connection.vendor == "sqlite":  # as tests/test_hot_path.py counts a chain there
+        assert quiet["statements"] == 8 * 10 + 3
     [attempt] = attempts_of(Execution.objects.latest("id").id, "s3")
     assert messages(attempt) == ["step 3", "step 3"]
 
