@@ -16,6 +16,7 @@ import math
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import TextIO, TypedDict
@@ -28,6 +29,7 @@ from engine.payloads import storable
 PRINT_LEVEL = "PRINT"
 STEP_LOG_LOGGER = "step.log"
 MAX_DATA_DEPTH = 32
+MAX_INT_BITS = 10_000  # about 3,000 digits, under Python's limit of 4,300 for int <-> str
 # The attributes every LogRecord has: the others came from `extra=` and are the line's data.
 RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Set on the worker-log copy of a step.log line, so that it is not captured a second time.
@@ -272,7 +274,7 @@ def step_log(message: object, data: dict[str, object]) -> None:
             "in this thread; call it inside the function given to step.run() (between steps, "
             "use logging or print: they reach the worker's log)"
         )
-    text = message if isinstance(message, str) else str(message)
+    text = _text(message, str)
     values = _data(data)
     log.add("INFO", STEP_LOG_LOGGER, text, values)
     if values:
@@ -316,13 +318,15 @@ def _extra(record: logging.LogRecord) -> dict[str, object] | None:
 def _data(values: dict[str, object]) -> dict[str, object] | None:
     if not values:
         return None
-    return {storable(str(key)): _jsonable(value, 1) for key, value in values.items()}
+    return {_text(key, str): _jsonable(value, 1) for key, value in values.items()}
 
 
 def _jsonable(value: object, depth: int) -> object:
     """`value` as JSON every database stores; what JSON cannot hold becomes its repr()."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):  # past Python's digit limit, no text can be made of it
+        return value if value.bit_length() < MAX_INT_BITS else f"<int of {value.bit_length()} bits>"
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     if isinstance(value, str):
@@ -330,8 +334,14 @@ def _jsonable(value: object, depth: int) -> object:
     if depth < MAX_DATA_DEPTH and isinstance(value, list | tuple):
         return [_jsonable(item, depth + 1) for item in value]
     if depth < MAX_DATA_DEPTH and isinstance(value, dict):
-        return {storable(str(key)): _jsonable(item, depth + 1) for key, item in value.items()}
+        return {_text(key, str): _jsonable(item, depth + 1) for key, item in value.items()}
+    return _text(value, repr)
+
+
+def _text(value: object, convert: Callable[[object], str]) -> str:
+    if isinstance(value, str):
+        return storable(value)
     try:
-        return storable(repr(value))
-    except Exception:  # the value's own __repr__ (user code) failed
-        return f"<{type(value).__name__}: repr() failed>"
+        return storable(convert(value))
+    except Exception:  # the value's own __str__ or __repr__ (user code) failed
+        return f"<{type(value).__name__}: {convert.__name__}() failed>"

@@ -294,3 +294,23 @@ def test_the_admin_shows_an_attempts_logs_folded(admin_client):
     assert "<details><summary>6 lines</summary>" in html
     assert "INFO app.payments: attempt 1 starts" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+
+def test_step_log_never_raises_for_what_it_is_given():
+    log = attempt_logs.AttemptLog(limit=10_000)
+    with log:
+        attempt_logs.step_log(Unprintable(), {"big": 10**5000, "odd": Unprintable(), 7: [1.5]})
+    [line] = log.end()
+    assert line["message"] == "<Unprintable: str() failed>"
+    assert line["data"] == {
+        "big": "<int of 16610 bits>",
+        "odd": "<Unprintable: repr() failed>",
+        "7": [1.5],
+    }
