@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -314,3 +315,21 @@ def test_step_log_never_raises_for_what_it_is_given():
         "odd": "<Unprintable: repr() failed>",
         "7": [1.5],
     }
+
+
+def test_a_handler_that_prints_to_the_captured_stderr_is_not_captured_twice():
+    attempt_logs.install()
+    handler = logging.StreamHandler(sys.stderr)  # made after the proxy replaced sys.stderr
+    logger = logging.getLogger("app.own_handler")
+    logger.addHandler(handler)
+    try:
+        log = attempt_logs.AttemptLog(limit=10_000)
+        with log:
+            logger.warning("once")
+            print("printed", file=sys.stderr)
+    finally:
+        logger.removeHandler(handler)
+    assert [(line["level"], line["message"]) for line in log.end()] == [
+        ("WARNING", "once"),
+        ("PRINT", "printed"),
+    ]
