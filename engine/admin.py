@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
-from engine import runtime
+from engine import attempt_logs, runtime
 from engine.admin_reruns import RerunFromStepAdminMixin, RerunFromStepInlineMixin
 from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
@@ -87,6 +87,7 @@ ATTEMPT_FIELDS = (
     "started_at",
     "finished_at",
     "worker",
+    "logs_text",
 )
 
 
@@ -115,6 +116,19 @@ class AttemptFieldsMixin:
     @admin.display(description="traceback")
     def traceback(self, attempt: Attempt) -> SafeString | str:
         return traceback_html(attempt)
+
+    @admin.display(description="logs")
+    def logs_text(self, attempt: Attempt) -> SafeString | str:
+        if not attempt.logs:
+            return "-"
+        text = "\n".join(attempt_logs.as_text(line) for line in attempt.logs)
+        lines = len(attempt.logs)
+        return format_html(
+            '<details><summary>{} line{}</summary><pre style="margin: 0">{}</pre></details>',
+            lines,
+            "" if lines == 1 else "s",
+            text,
+        )
 
 
 class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import math
 import threading
@@ -11,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.db import connections
 
-from engine import step_rows, workers
+from engine import attempt_logs, step_rows, workers
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend
 from engine.config import check_retries
 from engine.errors import (
@@ -176,21 +177,28 @@ class StepContext(WaitingSteps):
             raise self._latch(Release())  # no new step bodies once the worker is stopping
         step, attempt = self._begin_attempt(name, step, snapshot, retries, branch_of)
         self._running = name
+        log = attempt_logs.AttemptLog()  # what the body logs and prints, in this thread
         try:
-            value = fn()
+            with log:
+                value = fn()
         except Exception as error:
             # Misuse fails at once: a retry would only repeat it; so does what the step says.
             final = isinstance(error, StepMisuse | NonRetryableError)
-            raise self._record_failure(step, attempt, error, final=final) from error
+            raise self._record_failure(step, attempt, error, final=final, logs=log.end()) from error
         finally:
             self._running = None
         try:
             output = to_json(_synchronous(name, value), f"the output of step {name!r}")
         except PloyError as error:
             # Retrying cannot make the same value serialisable: fail at once.
-            raise self._record_failure(step, attempt, error, final=True) from None
-        self._record_success(step, attempt, output)
+            raise self._record_failure(step, attempt, error, final=True, logs=log.end()) from None
+        self._record_success(step, attempt, output, log.end())
         return output
+
+    def log(self, message: str, **data: object) -> None:
+        """A line in the log of the attempt running in this thread, with `data` (JSON; other
+        values are stored as their repr()); outside a step body it raises StepMisuse."""
+        attempt_logs.step_log(message, data)
 
     def _check_not_nested(self, call: str) -> None:
         if self._running is not None:
@@ -292,14 +300,26 @@ class StepContext(WaitingSteps):
             step.save(update_fields=["status", "finished_at", "error"])
         return _step_failed(step)
 
-    def _record_success(self, step: Step, attempt: int, output: object) -> None:
+    def _record_success(
+        self,
+        step: Step,
+        attempt: int,
+        output: object,
+        logs: list[attempt_logs.LogLine] | None = None,
+    ) -> None:
         now = self._clock()
         with self._write():
-            step_rows.complete(step=step, attempt_id=attempt, output=output, now=now)
+            step_rows.complete(step=step, attempt_id=attempt, output=output, now=now, logs=logs)
         step.status, step.output, step.finished_at = StepStatus.COMPLETED, output, now
 
     def _record_failure(
-        self, step: Step, attempt: int, error: Exception, *, final: bool
+        self,
+        step: Step,
+        attempt: int,
+        error: Exception,
+        *,
+        final: bool,
+        logs: list[attempt_logs.LogLine] | None = None,
     ) -> BaseException:
         """Store the failed attempt; return what to raise: a Suspend to retry, else StepFailed."""
         now = self._clock()
@@ -313,6 +333,7 @@ class StepContext(WaitingSteps):
                 error_message=details["message"],
                 error_traceback=details["traceback"],
                 finished_at=now,
+                logs=logs,
             )
             if retry:
                 delay = retry_delay(step.failure_count)
@@ -345,7 +366,11 @@ def _bounded(
                 connections.close_all()
                 done.set()
 
-        threading.Thread(target=target, name=f"ploy-step-{name}", daemon=True).start()
+        # In a copy of this thread's context: what the body logs joins the attempt's log.
+        runner = contextvars.copy_context().run
+        thread = threading.Thread(target=runner, args=(target,), name=f"ploy-step-{name}")
+        thread.daemon = True
+        thread.start()
         if not done.wait(seconds):
             raise StepTimeout(name, seconds)
         if "error" in outcome:

@@ -172,6 +172,8 @@ class Attempt(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True, default="")  # the Worker id that ran it
+    # What its body logged, printed or passed to step.log (engine.attempt_logs); null when none.
+    logs = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["step", "number"]

@@ -58,9 +58,9 @@ def error_details(error: BaseException) -> dict:
     if len(text) > MAX_TRACEBACK_CHARS:
         text = "…" + text[-MAX_TRACEBACK_CHARS:]
     return {
-        "type": _storable(type(error).__name__),
-        "message": _storable(_message(error)),
-        "traceback": _storable(text),
+        "type": storable(type(error).__name__),
+        "message": storable(_message(error)),
+        "traceback": storable(text),
     }
 
 
@@ -71,7 +71,7 @@ def _message(error: BaseException) -> str:
         return f"<{type(error).__name__}: str() failed>"
 
 
-def _storable(text: str) -> str:
+def storable(text: str) -> str:
     """`text` as every database can store it: NUL and lone surrogates written as escapes."""
     if "\x00" in text:
         text = text.replace("\x00", "\\x00")

@@ -18,6 +18,8 @@ class AttemptRecord:
     started_at: datetime | None
     finished_at: datetime | None
     worker: str = ""  # the id of the worker that ran it
+    # What its body logged, printed or passed to step.log (engine.attempt_logs.LogLine).
+    logs: list[dict] = field(default_factory=list)
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptRecord:
@@ -35,6 +37,7 @@ class AttemptRecord:
             started_at=attempt.started_at,
             finished_at=attempt.finished_at,
             worker=attempt.worker,
+            logs=attempt.logs or [],
         )
 
 
@@ -121,7 +124,7 @@ class ExecutionRecord:
 STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
 STEP_FIELDS += ("wake_at", "child_id", "reused_from")
 ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
-ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
+ATTEMPT_FIELDS += ("started_at", "finished_at", "worker", "logs")
 
 
 def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
@@ -170,4 +173,5 @@ def _attempt_record(row: dict) -> AttemptRecord:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         worker=row["worker"],
+        logs=row["logs"] or [],
     )

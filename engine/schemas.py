@@ -136,6 +136,18 @@ class AttemptErrorOut(CamelSchema):
     traceback: str
 
 
+class AttemptLogLineOut(CamelSchema):
+    at: str = Field(description="When it was written: ISO 8601 in UTC ending in Z.")
+    level: str = Field(
+        description="The logging level (INFO, WARNING...), PRINT for print(), NOTE for a cut."
+    )
+    logger: str = Field(description="The logger's name, stdout or stderr for print(), step.log.")
+    message: str
+    data: dict | None = Field(
+        None, description="step.log's keyword arguments, or a log record's extra= fields."
+    )
+
+
 class AttemptOut(CamelSchema):
     number: int
     status: AttemptStatus
@@ -143,6 +155,11 @@ class AttemptOut(CamelSchema):
     started_at: UtcTime | None
     finished_at: UtcTime | None
     worker: str = Field(description="the id of the worker that ran it (GET /api/workers)")
+    logs: list[AttemptLogLineOut] = Field(
+        default_factory=list,
+        description="What the attempt's body logged, printed or passed to step.log, in order; "
+        "bounded (PLOY_ATTEMPT_LOG_BYTES, 64 KiB): past it the middle is cut, with a note.",
+    )
 
 
 class StepOut(CamelSchema):

@@ -94,14 +94,20 @@ def insert_attempt(*, step: Step, now: datetime, worker: str) -> int:
     return _insert(Attempt, values)
 
 
-def complete(*, step: Step, attempt_id: int, output: object, now: datetime) -> None:
-    """The attempt and its step completed, with the step's output."""
+def complete(
+    *, step: Step, attempt_id: int, output: object, now: datetime, logs: object = None
+) -> None:
+    """The attempt and its step completed, with the step's output; the attempt's logs, if its
+    body wrote any, go in the same statement (none: the same statement as ever)."""
     finished_at = _prep(Step, "finished_at", now)
+    status = AttemptStatus.COMPLETED.value
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE engine_attempt SET status = %s, finished_at = %s WHERE id = %s",
-            [AttemptStatus.COMPLETED.value, finished_at, attempt_id],
-        )
+        if logs is None:
+            sql = "UPDATE engine_attempt SET status = %s, finished_at = %s WHERE id = %s"
+            cursor.execute(sql, [status, finished_at, attempt_id])
+        else:
+            sql = "UPDATE engine_attempt SET status = %s, finished_at = %s, logs = %s WHERE id = %s"
+            cursor.execute(sql, [status, finished_at, _prep(Attempt, "logs", logs), attempt_id])
         cursor.execute(
             "UPDATE engine_step SET status = %s, output = %s, finished_at = %s WHERE id = %s",
             [StepStatus.COMPLETED.value, _prep(Step, "output", output), finished_at, step.id],

@@ -25,6 +25,8 @@ PLOY_SWEEP_SECONDS = float(os.environ.get("PLOY_SWEEP_SECONDS") or 60)
 PLOY_SWEEP_GRACE_SECONDS = float(os.environ.get("PLOY_SWEEP_GRACE_SECONDS") or 10)
 PLOY_MAX_PAYLOAD_BYTES = int(os.environ.get("PLOY_MAX_PAYLOAD_BYTES") or 1024 * 1024)
 PLOY_API_TOKEN = os.environ.get("PLOY_API_TOKEN") or None
+# What a step attempt keeps of its logs and prints (engine.attempt_logs): the first and last half.
+PLOY_ATTEMPT_LOG_BYTES = int(os.environ.get("PLOY_ATTEMPT_LOG_BYTES") or 64 * 1024)
 
 
 def _secret_key() -> str:
@@ -183,14 +185,32 @@ WHITENOISE_AUTOREFRESH = DEBUG
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "admin:login"
 
+
+def _not_django(record: object) -> bool:
+    """Django's own loggers print through the handlers of its DEFAULT_LOGGING, as ever."""
+    name = getattr(record, "name", "")
+    return name != "django" and not name.startswith("django.")
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"not_django": {"()": "django.utils.log.CallbackFilter", "callback": _not_django}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "root_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["not_django"],
+        },
+    },
+    # Every logger prints at INFO through the root, the workflows' own too (and a step body's
+    # records are also kept with its attempt: engine.attempt_logs). Huey's has a handler of its
+    # own, else run_huey adds one.
+    "root": {"handlers": ["root_console"], "level": "INFO"},
     "loggers": {
-        "engine": {"handlers": ["console"], "level": os.environ.get("PLOY_LOG_LEVEL", "INFO")},
-        "ployweb": {"handlers": ["console"], "level": "INFO"},
-        "huey": {"handlers": ["console"], "level": "INFO"},
+        "engine": {"level": os.environ.get("PLOY_LOG_LEVEL", "INFO")},
+        "huey": {"handlers": ["console"], "level": "INFO", "propagate": False},
     },
 }

@@ -255,6 +255,7 @@ def test_get_answers_the_full_execution_in_camel_case(client):
         "startedAt": running["startedAt"],
         "finishedAt": None,
         "worker": "",  # made here by hand, not run by a worker
+        "logs": [],  # nothing logged (yet)
     }
 
 

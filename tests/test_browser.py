@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
 
 from django.contrib.auth.models import Permission, User  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from engine import runtime  # noqa: E402
 from engine.models import Event, Execution  # noqa: E402
@@ -513,3 +515,27 @@ def test_parallel_branches_are_drawn_side_by_side(page: Page) -> None:
         ["fan[a]", "fan[b]", "fan[c]"]
     )
     screenshot(page, "16-parallel-lanes")
+
+
+def test_an_attempts_logs_unfold_under_it(page: Page) -> None:
+    execution_id = runtime.trigger("LOGGED", {"amount": 5}).execution_id
+    runtime.run_execution(execution_id)  # attempt 1 fails; attempt 2 is due a second later
+    runtime.run_execution(execution_id, now=timezone.now() + timedelta(seconds=5))
+
+    page.goto(f"/executions/{execution_id}/")
+    expect(page.locator("#execution-status")).to_have_text("completed")
+    first = page.locator("#step-1-attempt-1-logs")
+    second = page.locator("#step-1-attempt-2-logs")
+    expect(first.locator("summary")).to_have_text("Logs of attempt 1 (6 lines)")
+    expect(first.locator("pre")).to_be_hidden()
+    first.locator("summary").click()
+    lines = first.locator(".log-line")
+    expect(lines).to_have_count(6)
+    expect(lines.nth(0)).to_contain_text("INFO app.payments attempt 1 starts")
+    expect(lines.nth(2)).to_contain_text("<script>alert(1)</script>")  # text, not markup
+    expect(lines.nth(5).locator(".log-level")).to_have_text("WARNING")
+    expect(lines.nth(5).locator(".log-data")).to_have_text('{"service": "cards"}')
+    font = lines.nth(0).evaluate("line => getComputedStyle(line).fontFamily")
+    assert "monospace" in font, font
+    expect(second.locator("pre")).to_be_hidden()  # each attempt folds on its own
+    screenshot(page, "17-attempt-logs")

@@ -418,3 +418,10 @@ _reruns_spec = importlib.util.spec_from_file_location(
 reruns = importlib.util.module_from_spec(_reruns_spec)
 _reruns_spec.loader.exec_module(reruns)
 workflows.update(reruns.workflows)
+# The fixtures of logs per attempt (tests/workflows/logged.py).
+_logged_spec = importlib.util.spec_from_file_location(
+    "ploy_logged_workflows", Path(__file__).resolve().parent / "logged.py"
+)
+logged = importlib.util.module_from_spec(_logged_spec)
+_logged_spec.loader.exec_module(logged)
+workflows.update(logged.workflows)
