@@ -65,6 +65,7 @@ class Database:
         self._local = threading.local()
         self._migrated = False
         self._lock = threading.Lock()
+        self._tables: set[str] = set()  # engine tables known to exist (create_table)
 
     def prepare(self, sql: str) -> PreparedStatement:
         return PreparedStatement(self, sql)
@@ -98,6 +99,23 @@ class Database:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
+
+    def create_table(self, sql: str) -> None:
+        """`CREATE TABLE IF NOT EXISTS ...` of a table the engine keeps in this database, run
+        once per process (before the first transaction that needs it)."""
+        with self._lock:
+            if sql in self._tables:
+                return
+        self.exec(sql)
+        with self._lock:
+            self._tables.add(sql)
+
+    def close(self) -> None:
+        """Close this thread's connection, if it has one (the next use opens another)."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
 
     def connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)

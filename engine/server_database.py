@@ -91,6 +91,18 @@ class PostgresDatabase(Database):
         with connection.transaction():
             yield
 
+    def create_table(self, sql: str) -> None:
+        """As SQLite's; two hosts creating one table at once would collide: in turn here."""
+        with self._lock:
+            if sql in self._tables:
+                return
+        connection = self.connection()
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            connection.execute(sql)
+        with self._lock:
+            self._tables.add(sql)
+
     def connection(self) -> psycopg.Connection:
         connection: psycopg.Connection | None = getattr(self._local, "connection", None)
         now = time.monotonic()

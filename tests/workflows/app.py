@@ -409,3 +409,12 @@ def bounded_sleeper(*, input, step, execution_id):
 
 
 workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_failing_error}
+
+
+# The transaction-step fixtures (tests/workflows/transactions.py).
+_transactions_spec = importlib.util.spec_from_file_location(
+    "ploy_transaction_workflows", Path(__file__).resolve().parent / "transactions.py"
+)
+transactions = importlib.util.module_from_spec(_transactions_spec)
+_transactions_spec.loader.exec_module(transactions)
+workflows.update(transactions.workflows)
