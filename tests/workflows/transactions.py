@@ -90,26 +90,28 @@ def write_entry(database: object, execution_id: str, entry: str) -> None:
 
 def ledger(*, input, step, execution_id):
     """`before`, the transaction `write` (two entries; `fail_first` makes its first attempt
-    raise after the first entry; `hold_ms` spaces the entries), then `after`."""
+    raise after the first entry; `hold_ms` spaces the entries), then `after`. Its notes are
+    kept under `key` (a test picks it before the execution exists), else under its id."""
+    key = input.get("key") or execution_id
 
     def before():
-        point(execution_id, "before")
+        point(key, "before")
         return "before"
 
     def write(database):
-        point(execution_id, "begin")
+        point(key, "begin")
         write_entry(database, execution_id, "first")
-        point(execution_id, "middle")
+        point(key, "middle")
         time.sleep(input.get("hold_ms", 0) / 1000)
-        if input.get("fail_first") and len(notes(execution_id, "middle")) == 1:
+        if input.get("fail_first") and len(notes(key, "middle")) == 1:
             raise RuntimeError("the first attempt fails after its first entry")
         write_entry(database, execution_id, "second")
-        point(execution_id, "end")
+        point(key, "end")
         return {"entries": 2, "pid": os.getpid()}
 
     def after():
-        point(execution_id, "after")
-        if input.get("after_fails") and len(notes(execution_id, "after")) == 1:
+        point(key, "after")
+        if input.get("after_fails") and len(notes(key, "after")) == 1:
             raise RuntimeError("the first attempt of `after` fails")
         return "after"
 
