@@ -5,7 +5,6 @@ The tests that need PostgreSQL (127.0.0.1:5432) are skipped, with the reason, wi
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -24,19 +23,8 @@ from engine.config import load_config
 from engine.database import MIGRATIONS_TABLE, Database, databases_of
 from engine.errors import ConfigError
 from engine.server_database import PostgresDatabase, redacted
-from tests.conftest import worker_environment
-
-ROOT = Path(__file__).resolve().parent.parent
-POSTGRES = "postgres://postgres@127.0.0.1:5432"
-
-
-def reachable(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
+from tests.conftest import ROOT, worker_environment
+from tests.test_scaleout import POSTGRES, reachable
 
 needs_postgres = pytest.mark.skipif(
     not reachable(5432), reason="PostgreSQL is not reachable on 127.0.0.1:5432"

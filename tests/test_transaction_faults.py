@@ -13,9 +13,7 @@ the reason, where the servers are not reachable."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -49,27 +47,6 @@ needs_postgres = pytest.mark.skipif(
 needs_redis = pytest.mark.skipif(
     not reachable(6379), reason="Redis is not reachable on 127.0.0.1:6379"
 )
-
-
-class GroupWorker(Worker):
-    """A `runhuey` process in a process group of its own, killed with its whole group."""
-
-    def __init__(self, threads: int, log: Path, **extra: str) -> None:
-        self.log = log
-        self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
-        self._frozen = False
-        self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runhuey", "--workers", str(threads)],
-            cwd=ROOT,
-            env=worker_environment(**extra),
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=10)
 
 
 # --- what each back end reads and writes ------------------------------------------------------
@@ -266,13 +243,13 @@ COMMITTED_POINTS = [
 
 
 def random_points(count: int) -> list[Point]:
-    """Moments after the step before the transaction ran: inside the transaction (which
-    holds for `hold_ms` between its writes), at its commit, or just after."""
+    """Moments after the step before the transaction ran: at the attempt's start, between
+    its writes (which it spaces by `hold_ms`), or about its commit."""
     rng = random.Random(SEED)
     points = []
     for _ in range(count):
         hold_ms = rng.choice([100, 300, 600])
-        points.append(Point(at=rng.uniform(0, hold_ms / 1000 + 0.15), input={"hold_ms": hold_ms}))
+        points.append(Point(at=rng.uniform(0, hold_ms / 1000), input={"hold_ms": hold_ms}))
     return points
 
 
@@ -282,8 +259,8 @@ class Crew:
     def __init__(self, tmp_path: Path, environment: dict[str, str]) -> None:
         self.tmp_path = tmp_path
         self.environment = environment
-        self.workers: list[GroupWorker] = []
-        self.started: list[GroupWorker] = []
+        self.workers: list[Worker] = []
+        self.started: list[Worker] = []
         self.kills = 0
         for _ in range(2):
             self._start()
@@ -291,7 +268,7 @@ class Crew:
 
     def _start(self) -> None:
         log = self.tmp_path / f"worker-{len(self.started)}.log"
-        worker = GroupWorker(2, log, **self.environment)
+        worker = Worker(2, log, ready=False, group=True, **self.environment)
         self.workers.append(worker)
         self.started.append(worker)
 
@@ -299,10 +276,10 @@ class Crew:
         for worker in self.workers:
             worker.wait_ready(timeout=60)
 
-    def by_pid(self, pid: int) -> GroupWorker | None:
+    def by_pid(self, pid: int) -> Worker | None:
         return next((worker for worker in self.workers if worker.pid == pid), None)
 
-    def kill(self, victim: GroupWorker) -> None:
+    def kill(self, victim: Worker) -> None:
         victim.kill()
         self.kills += 1
         self.workers.remove(victim)
@@ -323,7 +300,7 @@ def kill_round(backend: Backend, crew: Crew, point: Point) -> tuple[str, str]:
         note = wait_for(lambda: notes(key, point.point)[point.time - 1 :], timeout=ROUND_TIMEOUT)[0]
         victim = crew.by_pid(note.pid)
     else:
-        before = wait_for(lambda: notes(key, "before"), timeout=ROUND_TIMEOUT)[0]
+        before = wait_for(lambda: notes(key, "before"), timeout=ROUND_TIMEOUT, interval=0.005)[0]
         time.sleep(max(0.0, before.at + point.at - time.time()))
         owner = backend.owner(execution_id)
         victim = crew.by_pid(int(owner.split(":")[1])) if owner else None
