@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from django.conf import settings
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.numeric import NumericLoader
@@ -33,6 +34,9 @@ logger = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 30.0
 # One advisory lock per database keeps concurrent start-ups from migrating at once.
 MIGRATION_LOCK = zlib.crc32(MIGRATIONS_TABLE.encode())
+# A step's transaction left idle this long (its worker frozen, or cut off) is ended by the
+# server, so that its locks do not outlive the worker's claim.
+IDLE_LIMIT = "SELECT set_config('idle_in_transaction_session_timeout', %s, true)"
 # Read as text, as SQLite returns them, so that a row is JSON as it stands.
 TEXT_TYPES = ("date", "time", "timetz", "timestamp", "timestamptz", "interval", "uuid")
 
@@ -45,6 +49,11 @@ class NumberLoader(NumericLoader):
         if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral():
             return int(value)
         return float(value)
+
+
+def idle_limit() -> int:
+    """Milliseconds: the worker timeout, past which the worker may be declared dead."""
+    return max(1, int(settings.PLOY_WORKER_TIMEOUT_SECONDS * 1000))
 
 
 def redacted(url: str) -> str:
@@ -89,6 +98,7 @@ class PostgresDatabase(Database):
         if connection.info.transaction_status != TransactionStatus.IDLE:
             raise RuntimeError(f"env.{self.binding}: a transaction is already open on this thread")
         with connection.transaction():
+            connection.execute(IDLE_LIMIT, (str(idle_limit()),))
             yield
 
     def create_table(self, sql: str) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from django.db import DEFAULT_DB_ALIAS
+from django.db import DEFAULT_DB_ALIAS, connection
 
 from engine import step_rows
 from engine.context import StepContext, _check_step_name, _synchronous
@@ -25,6 +25,7 @@ from engine.database import Database
 from engine.errors import ConfigError, NonRetryableError, PloyError, StepMisuse
 from engine.models import Attempt, AttemptStatus, Step, StepStatus
 from engine.payloads import to_json
+from engine.server_database import IDLE_LIMIT, idle_limit
 
 OUTPUTS_TABLE = "ploy_internal_step_outputs"
 CREATE_OUTPUTS_TABLE = (
@@ -113,6 +114,9 @@ def _commit_in_django(
     # The fence check is this transaction's first statement and locks the execution (a row
     # lock on PostgreSQL, the write lock on SQLite) until the commit.
     with context._write():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(IDLE_LIMIT, [str(idle_limit())])
         output = _call(step.name, fn, DEFAULT_DB_ALIAS)
         now = context._clock()
         step_rows.complete(step=step, attempt_id=attempt, output=output, now=now)

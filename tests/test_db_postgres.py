@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -327,3 +328,19 @@ def test_bad_server_databases_are_refused_in_one_line_without_the_password(tmp_p
 def test_redacted_hides_only_the_password():
     assert redacted("postgres://app:pw@h:5432/db") == "postgres://app:***@h:5432/db"
     assert redacted("postgres://app@h/db") == "postgres://app@h/db"
+
+
+@needs_postgres
+def test_a_transaction_left_idle_past_the_worker_timeout_is_ended_by_the_server(
+    postgres_url, settings
+):
+    """A worker frozen inside a step's transaction must not hold its locks for ever: past the
+    worker timeout the server ends the session, the transaction rolls back."""
+    settings.PLOY_WORKER_TIMEOUT_SECONDS = 0.5
+    db = PostgresDatabase(binding="DB", url=postgres_url, migrations=None)
+    db.exec("CREATE TABLE t (x INTEGER)")
+    with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout), db.transaction():
+        db.prepare("INSERT INTO t VALUES (?)").bind(1).run()
+        time.sleep(1.5)
+        db.prepare("INSERT INTO t VALUES (?)").bind(2).run()
+    assert db.prepare("SELECT count(*) AS n FROM t").first("n") == 0  # a new connection

@@ -191,6 +191,18 @@ def test_misuse_fails_with_a_clear_error_and_writes_nothing(db, kind, error_type
     assert message in execution.error["message"]
 
 
+@pytest.mark.parametrize("db", ON_SQLITE)
+def test_a_transaction_step_renamed_under_a_sleeping_execution_is_a_code_change(db):
+    execution_id = start("TRANSACTION_MISUSE", {"kind": "renamed", "name": "old", "db": db})
+    assert run(execution_id).status == "running"  # asleep after the transaction step
+    Execution.objects.filter(id=execution_id).update(
+        input={"kind": "renamed", "name": "new", "db": db}
+    )
+    execution = run(execution_id, after=2)
+    assert execution.status == "failed" and execution.error["type"] == "CodeChanged"
+    assert "'old'" in execution.error["message"] and "'new'" in execution.error["message"]
+
+
 @needs_postgres
 @pytest.mark.usefixtures("postgres_binding")
 def test_on_a_postgres_binding_the_writes_and_the_output_commit_together():

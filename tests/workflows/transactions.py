@@ -131,6 +131,10 @@ def transaction_misuse(*, input, step, execution_id):
     if kind == "twice":
         step.transaction("t", lambda db: 1, db=input.get("db"))
         return step.transaction("t", lambda db: 2, db=input.get("db"))
+    if kind == "renamed":  # its name comes from the input, which the test rewrites
+        step.transaction(input["name"], lambda db: 1, db=input.get("db"))
+        step.sleep(1000)
+        return "done"
     if kind == "not_json":
         return step.transaction("t", lambda db: object(), db=input.get("db"))
     raise ValueError(kind)
