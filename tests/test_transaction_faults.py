@@ -5,7 +5,9 @@ Each round starts one `ledger` execution (tests/workflows/transactions.py) and k
 process group of the worker running it: at a chosen point (before the step, at the start of
 its transaction, between its writes, just before its commit, after it), with the binding's
 transaction committed but the engine's record of it held back (the test holds Django's
-database lock), or at a random moment. A second worker takes the execution over. Back ends:
+database lock), or at a random moment; or it freezes the worker inside the transaction and
+thaws it once another worker runs the step again (a zombie whose late commit must not count).
+A second worker takes the execution over. Back ends:
 the `env.DB` binding on SQLite, Django's own database on SQLite, the binding on PostgreSQL,
 and Django's own database on PostgreSQL with Redis (db 7); the last two are skipped, with
 the reason, where the servers are not reachable."""
