@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import reprlib
-from collections.abc import Hashable
-from dataclasses import dataclass
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -33,6 +35,10 @@ EXPANDED_KEYS = ("name", "retries", "timeout")
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 DATABASE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# The keys of a server database binding (`DB: {url: ...}` or `DB: {url_env: ...}`).
+SERVER_DATABASE_KEYS = ("url", "url_env")
+SERVER_DATABASE_SCHEMES = ("postgres", "postgresql")
+ENVIRONMENT_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
 # The widths of Execution.workflow: a longer name could never be stored.
 MAX_WORKFLOW_NAME = 200
 # Nodes of the document with every alias expanded: far above any real ploy.yaml, far below a
@@ -53,7 +59,15 @@ class BindingConfig:
 @dataclass(frozen=True, kw_only=True)
 class DatabaseConfig:
     binding: str
-    name: str
+    name: str  # the SQLite file's name; "" for a server database
+    # A server database (PostgreSQL): its URL, never shown (it may hold a password), and the
+    # environment variable it was read from, if any.
+    url: str | None = field(default=None, repr=False)
+    url_env: str = ""
+
+    @property
+    def is_server(self) -> bool:
+        return self.url is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -195,7 +209,8 @@ def _check_expanded_size(root: Node) -> None:
             pending.extend((child, False) for child in _children(node))
 
 
-def load_config(path: Path | str) -> PloyConfig:
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> PloyConfig:
+    """`environ` (the process's environment by default) holds what `url_env` names."""
     from engine.schedule_config import parse_schedules  # it builds on this module's helpers
 
     path = Path(path).resolve()
@@ -214,7 +229,8 @@ def load_config(path: Path | str) -> PloyConfig:
         elif key not in KNOWN_KEYS:
             raise ConfigError(path, _unknown_key(key, KNOWN_KEYS))
     workflows = _workflows(path, raw.get("workflow"))
-    databases = _databases(path, raw.get("db"), {binding.binding for binding in workflows})
+    taken = {binding.binding for binding in workflows}
+    databases = _databases(path, raw.get("db"), taken, os.environ if environ is None else environ)
     return PloyConfig(
         path=path,
         main=_main(path, raw.get("main", "ploy.py")),
@@ -357,7 +373,9 @@ def _workflow_name(path: Path, key: str, value: object) -> str:
     return value
 
 
-def _databases(path: Path, section: object, taken: set[str]) -> tuple[DatabaseConfig, ...]:
+def _databases(
+    path: Path, section: object, taken: set[str], environ: Mapping[str, str]
+) -> tuple[DatabaseConfig, ...]:
     if section is None:
         return ()
     if not isinstance(section, dict):
@@ -365,18 +383,79 @@ def _databases(path: Path, section: object, taken: set[str]) -> tuple[DatabaseCo
             path, f"db must be a mapping of BINDING: database_name, got {type(section).__name__}"
         )
     databases = []
-    for binding, name in section.items():
+    for binding, value in section.items():
         key = f"db.{_key_name(binding)}"
         _check_binding_name(path, key, binding)
         if binding in taken:
             raise ConfigError(
                 path, f"{key}: the name {binding} is already a workflow binding: rename one of them"
             )
-        if not isinstance(name, str) or not DATABASE_NAME.fullmatch(name):
+        if isinstance(value, dict):
+            databases.append(_server_database(path, key, binding, value, environ))
+            continue
+        if not isinstance(value, str) or not DATABASE_NAME.fullmatch(value):
             raise ConfigError(
                 path,
                 f"{key} must be a database name of letters, digits, '_', '.' or '-', "
-                f"got {shown(name)}",
+                f"or a mapping with url or url_env, got {shown(value)}",
             )
-        databases.append(DatabaseConfig(binding=binding, name=name))
+        databases.append(DatabaseConfig(binding=binding, name=value))
     return tuple(databases)
+
+
+def _server_database(
+    path: Path, key: str, binding: str, value: dict, environ: Mapping[str, str]
+) -> DatabaseConfig:
+    """`{url: postgres://...}` or `{url_env: NAME}`; the URL itself is never quoted back."""
+    for option in value:
+        if option not in SERVER_DATABASE_KEYS:
+            raise ConfigError(path, _unknown_key(option, SERVER_DATABASE_KEYS, f"{key}."))
+    if len(value) != 1:
+        raise ConfigError(
+            path,
+            f"{key} needs exactly one of url (postgres://user@host:5432/name) or url_env "
+            "(the name of an environment variable holding it)"
+            + (": remove one" if len(value) > 1 else ""),
+        )
+    if "url_env" in value:
+        name = value["url_env"]
+        if not isinstance(name, str) or not ENVIRONMENT_VARIABLE.fullmatch(name):
+            raise ConfigError(
+                path,
+                f"{key}.url_env must be the name of an environment variable, got {shown(name)}",
+            )
+        url = environ.get(name, "")
+        if not url.strip():
+            raise ConfigError(
+                path,
+                f"{key}.url_env: the environment variable {name} is not set: set it to the "
+                "database's URL (postgres://user@host:5432/name)",
+            )
+        _check_server_url(path, f"{key}.url_env ({name})", url)
+        return DatabaseConfig(binding=binding, name="", url=url.strip(), url_env=name)
+    url = value["url"]
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(path, f"{key}.url must be a URL such as postgres://user@host:5432/name")
+    _check_server_url(path, f"{key}.url", url)
+    return DatabaseConfig(binding=binding, name="", url=url.strip())
+
+
+def _check_server_url(path: Path, key: str, url: str) -> None:
+    """A PostgreSQL URL libpq can read; errors name the scheme at most, never the URL."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    scheme = urlsplit(url.strip()).scheme if "://" in url else ""
+    if scheme.lower() not in SERVER_DATABASE_SCHEMES:
+        got = f"the scheme {shown(scheme)}" if scheme else "no scheme"
+        raise ConfigError(
+            path,
+            f"{key}: unsupported database URL ({got}): use postgres://user@host:5432/name, "
+            "or a database name for a SQLite file",
+        )
+    try:
+        conninfo_to_dict(url.strip())
+    except ProgrammingError:
+        raise ConfigError(
+            path, f"{key}: not a valid PostgreSQL URL: fix it (postgres://user@host:5432/name)"
+        ) from None

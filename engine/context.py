@@ -9,6 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import connections
 
@@ -162,20 +163,8 @@ class StepContext(WaitingSteps):
         if step is not None:
             if step.status == StepStatus.COMPLETED:
                 return step.output
-            if step.status == StepStatus.FAILED:
-                raise _step_failed(step)
-            if step.wake_at is not None and step.wake_at > self._clock():
-                raise self._latch(Suspend(step.wake_at))
-            if step.attempt_count - step.failure_count >= MAX_INTERRUPTED_ATTEMPTS:
-                raise self._give_up_interrupted(step)
-        if retries is None:
-            retries = self._retries
-        else:
-            retries = check_retries(f"step.run({name!r}, retries=...)", retries)
-        snapshot = to_json(input, f"the input of step {name!r}")
-        if workers.current().stopping.is_set():
-            raise self._latch(Release())  # no new step bodies once the worker is stopping
-        step, attempt = self._begin_attempt(name, step, snapshot, retries, branch_of)
+            self._check_can_run_again(step)
+        step, attempt = self._start_attempt(name, step, input, retries, branch_of)
         self._running = name
         log = attempt_logs.AttemptLog()  # what the body logs and prints, in this thread
         try:
@@ -199,6 +188,38 @@ class StepContext(WaitingSteps):
         """A line in the log of the attempt running in this thread, with `data` (JSON; other
         values are stored as their repr()); outside a step body it raises StepMisuse."""
         attempt_logs.step_log(message, data)
+
+    def _check_can_run_again(self, step: Step) -> None:
+        """A stored step that has not completed: it failed, waits for its retry, or its
+        workers kept dying (then it fails); else it may run again."""
+        if step.status == StepStatus.FAILED:
+            raise _step_failed(step)
+        if step.wake_at is not None and step.wake_at > self._clock():
+            raise self._latch(Suspend(step.wake_at))
+        if step.attempt_count - step.failure_count >= MAX_INTERRUPTED_ATTEMPTS:
+            raise self._give_up_interrupted(step)
+
+    def _start_attempt(
+        self, name: str, step: Step | None, input: object, retries: int | None, branch_of: str
+    ) -> tuple[Step, int]:
+        if retries is None:
+            retries = self._retries
+        else:
+            retries = check_retries(f"step.run({name!r}, retries=...)", retries)
+        snapshot = to_json(input, f"the input of step {name!r}")
+        if workers.current().stopping.is_set():
+            raise self._latch(Release())  # no new step bodies once the worker is stopping
+        return self._begin_attempt(name, step, snapshot, retries, branch_of)
+
+    def transaction(
+        self, name: str, fn: Callable[[Any], object], *, db: str | None = None
+    ) -> object:
+        """Run `fn(database)` in one transaction that also commits the step's output, so its
+        writes happen once even across a crash; `db` names an `env` database binding (None:
+        Django's own database, `fn` getting its connection alias)."""
+        from engine.transactions import run_transaction
+
+        return run_transaction(self, name, fn, db=db)
 
     def _check_not_nested(self, call: str) -> None:
         if self._running is not None:
@@ -408,9 +429,9 @@ def _step_failed(step: Step) -> StepFailed:
     )
 
 
-def _check_step_name(name: object) -> None:
+def _check_step_name(name: object, call: str = "step.run") -> None:
     if not isinstance(name, str) or not name.strip():
-        raise TypeError(f"step.run(name, fn): name must be a non-empty string, got {name!r}")
+        raise TypeError(f"{call}(name, fn): name must be a non-empty string, got {name!r}")
     if name.startswith(SLEEP_PREFIX):
         raise ValueError(f"step name {name!r} is reserved for step.sleep(): choose another name")
 

@@ -1,4 +1,7 @@
-"""`env.DB`: Ploy's database binding on a SQLite file per database name, with SQL migrations."""
+"""`env.DB`: Ploy's database binding on a SQLite file per database name, with SQL migrations.
+
+`engine.server_database` gives the same binding on PostgreSQL (`DB: {url: ...}`).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +9,12 @@ import fcntl
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import sqlparse
 from django.conf import settings
 
 from engine.config import DatabaseConfig, PloyConfig
@@ -33,18 +37,19 @@ class PreparedStatement:
         return PreparedStatement(self._database, self._sql, params)
 
     def run(self) -> dict:
-        cursor = self._database.connection().execute(self._sql, self._params)
-        return {
-            "success": True,
-            "meta": {"changes": cursor.rowcount, "last_row_id": cursor.lastrowid},
-        }
+        cursor = self._database.execute(self._sql, self._params)
+        # PostgreSQL has no last row id: None there (use RETURNING id with .first()).
+        last_row_id = getattr(cursor, "lastrowid", None)
+        return {"success": True, "meta": {"changes": cursor.rowcount, "last_row_id": last_row_id}}
 
     def all(self) -> dict:
-        cursor = self._database.connection().execute(self._sql, self._params)
-        return {"success": True, "results": [dict(row) for row in cursor.fetchall()]}
+        cursor = self._database.execute(self._sql, self._params)
+        rows = cursor.fetchall() if cursor.description is not None else []
+        return {"success": True, "results": [dict(row) for row in rows]}
 
     def first(self, column: str | None = None) -> object:
-        row = self._database.connection().execute(self._sql, self._params).fetchone()
+        cursor = self._database.execute(self._sql, self._params)
+        row = cursor.fetchone() if cursor.description is not None else None
         if row is None:
             return None
         return row[column] if column is not None else dict(row)
@@ -60,14 +65,57 @@ class Database:
         self._local = threading.local()
         self._migrated = False
         self._lock = threading.Lock()
+        self._tables: set[str] = set()  # engine tables known to exist (create_table)
 
     def prepare(self, sql: str) -> PreparedStatement:
         return PreparedStatement(self, sql)
 
     def exec(self, sql: str) -> dict:
         """Run one or more statements (DDL), as Ploy's `DB.exec`."""
-        self.connection().executescript(sql)
+        connection = self.connection()
+        if connection.in_transaction:
+            # executescript() would COMMIT the step's transaction first: one at a time instead.
+            for statement in sqlparse.split(sql):
+                connection.execute(statement)
+        else:
+            connection.executescript(sql)
         return {"success": True}
+
+    def execute(self, sql: str, params: Sequence[object]) -> sqlite3.Cursor:
+        return self.connection().execute(sql, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction on this thread's connection: every statement of this binding made
+        on this thread inside it is part of it; committed at the end, rolled back on error."""
+        connection = self.connection()
+        if connection.in_transaction:
+            raise RuntimeError(f"env.{self.binding}: a transaction is already open on this thread")
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+
+    def create_table(self, sql: str) -> None:
+        """`CREATE TABLE IF NOT EXISTS ...` of a table the engine keeps in this database, run
+        once per process (before the first transaction that needs it)."""
+        with self._lock:
+            if sql in self._tables:
+                return
+        self.exec(sql)
+        with self._lock:
+            self._tables.add(sql)
+
+    def close(self) -> None:
+        """Close this thread's connection, if it has one (the next use opens another)."""
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = None
+        if connection is not None:
+            connection.close()
 
     def connection(self) -> sqlite3.Connection:
         connection = getattr(self._local, "connection", None)
@@ -149,6 +197,10 @@ def _database(config: PloyConfig, db: DatabaseConfig) -> Database:
     folder = config.root / "migrations"
     if len(config.databases) > 1:
         folder = folder / db.binding
+    if db.url is not None:
+        from engine.server_database import PostgresDatabase
+
+        return PostgresDatabase(binding=db.binding, url=db.url, migrations=folder)
     path = Path(settings.PLOY_DATA_DIR) / "db" / f"{db.name}.sqlite3"
     return Database(binding=db.binding, path=path, migrations=folder)
 

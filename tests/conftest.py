@@ -40,16 +40,20 @@ def worker_environment(**extra: str) -> dict[str, str]:
 class Worker:
     """A real `manage.py runhuey` process; `ready=False` returns before its consumer started."""
 
-    def __init__(self, threads: int, log: Path, *, ready: bool = True, **extra: str) -> None:
+    def __init__(
+        self, threads: int, log: Path, *, ready: bool = True, group: bool = False, **extra: str
+    ) -> None:
         self.log = log
         self._log_file = open(log, "w")  # noqa: SIM115 - closed in stop()
         self._frozen = False
+        self._group = group  # in a process group of its own, killed with the whole group
         self.process = subprocess.Popen(
             [sys.executable, str(ROOT / "manage.py"), "runhuey", "--workers", str(threads)],
             cwd=ROOT,
             env=worker_environment(**extra),
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=group,
         )
         if ready:
             self.wait_ready()
@@ -80,7 +84,10 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL: the worker gets no chance to clean up, as in a crash."""
-        self.process.send_signal(signal.SIGKILL)
+        if self._group:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
 
     def terminate(self) -> None:

@@ -425,3 +425,10 @@ _logged_spec = importlib.util.spec_from_file_location(
 logged = importlib.util.module_from_spec(_logged_spec)
 _logged_spec.loader.exec_module(logged)
 workflows.update(logged.workflows)
+# The transaction-step fixtures (tests/workflows/transactions.py).
+_transactions_spec = importlib.util.spec_from_file_location(
+    "ploy_transaction_workflows", Path(__file__).resolve().parent / "transactions.py"
+)
+transactions = importlib.util.module_from_spec(_transactions_spec)
+_transactions_spec.loader.exec_module(transactions)
+workflows.update(transactions.workflows)
