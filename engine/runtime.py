@@ -13,7 +13,7 @@ from functools import partial
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 
-from engine import clock, registry, wakeup, workers
+from engine import clock, concurrency, registry, wakeup, workers
 from engine.children import wake_parent
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend, claim
 from engine.config import BindingConfig
@@ -30,6 +30,7 @@ from engine.models import (
     AttemptStatus,
     Execution,
     ExecutionStatus,
+    SlotStatus,
     Step,
     StepStatus,
 )
@@ -69,6 +70,9 @@ def trigger(
             return TriggerResult(execution_id=str(existing), created=False)
     now = clock.now()
     claimed = {"owner": workers.current().id, "run_count": 1, "started_at": now} if run_here else {}
+    state = {"wake_at": now, **claimed}
+    if binding.concurrency:
+        state = concurrency.waiting_fields(binding, input, now)
     try:
         with serialized(), transaction.atomic():
             execution = Execution.objects.create(
@@ -78,10 +82,12 @@ def trigger(
                 idempotency_key=idempotency_key or None,
                 rerun_of=rerun_of,
                 created_at=now,
-                wake_at=now,
-                **claimed,
+                **state,
             )
-            if not run_here:
+            runnable = True
+            if binding.concurrency:
+                runnable = _admit_new(execution, binding, claimed) or not run_here
+            elif not run_here:
                 transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
         # Another request with the same key won the race: answer with its execution.
@@ -89,7 +95,25 @@ def trigger(
         if not existing:
             raise
         return TriggerResult(execution_id=str(existing), created=False)
-    return TriggerResult(execution_id=str(execution.id), created=True, execution=execution)
+    return TriggerResult(
+        execution_id=str(execution.id), created=True, execution=execution if runnable else None
+    )
+
+
+def _admit_new(execution: Execution, binding: BindingConfig, claimed: dict) -> bool:
+    """A new execution of a limited binding takes a free slot, unless older ones wait for it;
+    whether it did. Run here (`claimed`), it is claimed at once when admitted, and left to a
+    worker when it waits (`.run()` returns it waiting, as after a sleep)."""
+    keep = {execution.id} if claimed else set()
+    key, limit = execution.concurrency_key, binding.concurrency
+    if execution.id not in concurrency.admit(binding.binding, key, limit, keep=keep):
+        return False
+    execution.slot, execution.wake_at = SlotStatus.HOLDING, clock.now()
+    if claimed:
+        Execution.objects.filter(id=execution.id).update(**claimed)
+        for name, value in claimed.items():
+            setattr(execution, name, value)
+    return True
 
 
 def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:
@@ -145,6 +169,8 @@ def cancel_execution(execution_id: object, *, now: datetime | None = None) -> Ex
         execution = _get(execution_uuid)
         if execution.parent_id is not None:
             wake_parent(execution, completed=False)  # a cancelled child fails its parent's step
+        config = registry.current().config
+        concurrency.fill(concurrency.held_groups(ids, config), config)  # slots go on
     # Children born meanwhile (a run in flight committed them before its fence saw the cancel).
     for child_id in (
         Execution.objects.running().filter(parent_id__in=ids).values_list("id", flat=True)
@@ -256,6 +282,11 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
         if now() >= deadline:
             _fail(execution, held, now, Timeout(binding.binding, binding.timeout), definition)
             return
+    if execution.slot == SlotStatus.WAITING:
+        # Due for its timeout, claimed a moment early (or admitted meanwhile): not yet.
+        if held.write(owner=None):
+            _follow_up(execution.id)
+        return
     context = StepContext(
         execution=execution,
         # The first claim's run (epoch 1) is the first run of all: it has no steps to load.
@@ -367,13 +398,18 @@ def _finish(
     # Fenced on the claim: a worker that lost it can never overwrite a cancel.
     fields = {"status": status, "output": output, "error": error, "finished_at": now}
     fields |= {"wake_at": None, "owner": None}
-    if execution.parent_id is None:
+    if execution.parent_id is None and not execution.slot:
         finished = held.write(**fields)
     else:
         try:
-            with held.hold():  # its parent learns of it in the same transaction
+            # Its parent learns of it, and its slot goes on, in the same transaction.
+            with held.hold():
                 finished = held.owned.update(**fields) == 1
-                wake_parent(execution, completed=status == ExecutionStatus.COMPLETED)
+                if execution.parent_id is not None:
+                    wake_parent(execution, completed=status == ExecutionStatus.COMPLETED)
+                if execution.slot:
+                    group = (execution.binding, execution.concurrency_key)
+                    concurrency.fill([group], registry.current().config)
         except Abandon:
             finished = False
     if finished:
@@ -412,6 +448,9 @@ def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int
         enqueue(execution_id)
     for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:
         enqueue(execution_id, at=wake_at)
+    admitted = concurrency.repair(registry.current().config, batch=SWEEP_BATCH)
+    if admitted:
+        logger.warning("sweep: handed %d lost concurrency slot(s) on", admitted)
     if overdue:
         logger.info("sweep: re-queued %d overdue execution(s)", len(overdue))
     return len(overdue)

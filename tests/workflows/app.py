@@ -409,3 +409,12 @@ def bounded_sleeper(*, input, step, execution_id):
 
 
 workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_failing_error}
+
+
+# The concurrency-limit fixtures (tests/workflows/limits.py).
+_limits_spec = importlib.util.spec_from_file_location(
+    "ploy_limit_workflows", Path(__file__).resolve().parent / "limits.py"
+)
+limits = importlib.util.module_from_spec(_limits_spec)
+_limits_spec.loader.exec_module(limits)
+workflows.update(limits.workflows)
