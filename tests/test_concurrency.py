@@ -3,13 +3,14 @@ every end (completed, failed, cancelled, a lost hand-off) passes the slot to the
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
-from engine import runtime
+from engine import runtime, workers
 from engine.bindings import current_env
 from engine.concurrency import group_key
 from engine.config import BindingConfig
@@ -178,7 +179,15 @@ def test_a_waiter_of_a_binding_whose_limit_was_removed_is_released_by_the_sweep(
     assert run(execution.id).status == "completed"
 
 
-def test_run_here_runs_when_a_slot_is_free_and_otherwise_returns_it_waiting():
+@pytest.fixture
+def calling_process() -> Iterator[None]:
+    """`.run()` makes this process a worker with a heartbeat: stopped after the test."""
+    yield
+    workers.current().stop()
+    workers._current = None  # a stopped worker runs no steps: later tests get a fresh one
+
+
+def test_run_here_runs_when_a_slot_is_free_and_otherwise_returns_it_waiting(calling_process):
     env = current_env()
     ran = env.LIMITED_ONE.run({})
     assert ran.status == "completed"
@@ -203,3 +212,36 @@ def test_a_waiter_past_its_timeout_fails_without_running_or_taking_a_slot():
     assert failed.status == "failed" and failed.error["type"] == "Timeout"
     assert not [note for note in slot_notes() if note[1] == waiter]
     assert slots(holder) == ["holding"]
+
+
+def test_metrics_count_the_executions_waiting_for_a_slot(client):
+    holder = start("LIMITED_ONE", {"sleep_ms": 60_000})
+    run(holder)  # asleep: it keeps its slot, and counts as sleeping
+    start("LIMITED_ONE", {})
+    start("LIMITED_ONE", {})
+    text = client.get("/metrics").content.decode()
+    assert 'ployweb_executions_waiting{reason="concurrency"} 2.0' in text
+    assert 'ployweb_executions_waiting{reason="sleep"} 1.0' in text
+
+
+def test_the_dashboard_says_an_execution_waits_for_a_concurrency_slot(client):
+    holder = start("LIMITED", {"customer": "acme", "sleep_ms": 60_000})
+    run(holder)
+    waiters = [start("LIMITED", {"customer": "acme"}) for _ in range(2)]
+    listing = client.get("/?workflow=limited").content.decode()
+    assert listing.count("waiting for a concurrency slot") == 1  # the other one holds a slot
+    page = client.get(f"/executions/{waiters[1]}/").content.decode()
+    assert (
+        "waiting for a concurrency slot" in page
+        and "No step has run yet: waiting for a concurrency slot." in page
+    )
+    assert "(&quot;acme&quot;)" in page  # the key it counts under
+    assert (
+        "waiting for a concurrency slot"
+        not in client.get(f"/executions/{holder}/").content.decode()
+    )
+    runtime.cancel_execution(waiters[1])
+    assert (
+        "waiting for a concurrency slot"
+        not in client.get(f"/executions/{waiters[1]}/").content.decode()
+    )
