@@ -81,6 +81,7 @@ class ExecutionRecord:
     finished_at: datetime | None
     steps: list[StepRecord] | None = None
     parent_id: str | None = None  # the execution whose invoke step started this one
+    concurrency_slot: str | None = None  # a limited binding's: "waiting" or "holding"
 
     @classmethod
     def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
@@ -98,6 +99,7 @@ class ExecutionRecord:
             finished_at=execution.finished_at,
             steps=[StepRecord.of(step) for step in execution.steps.all()] if with_steps else None,
             parent_id=str(execution.parent_id) if execution.parent_id else None,
+            concurrency_slot=execution.slot or None,
         )
 
     def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:

@@ -174,6 +174,11 @@ class ExecutionSummaryOut(CamelSchema):
     parent_id: str | None = Field(
         None, description="The execution whose invoke step started this one; null at the top."
     )
+    concurrency_slot: str | None = Field(
+        None,
+        description="A binding with `concurrency`: `waiting` (for a slot: not started yet) or "
+        "`holding` (from its start until it ends); null without a limit.",
+    )
 
 
 class ExecutionOut(ExecutionSummaryOut):

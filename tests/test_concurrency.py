@@ -245,3 +245,15 @@ def test_the_dashboard_says_an_execution_waits_for_a_concurrency_slot(client):
         "waiting for a concurrency slot"
         not in client.get(f"/executions/{waiters[1]}/").content.decode()
     )
+
+
+def test_the_api_says_whether_an_execution_waits_for_or_holds_a_slot(client):
+    holder, waiter = start("LIMITED_ONE", {}), start("LIMITED_ONE", {})
+    plain = start("DATA_FLOW", {"action": "double", "value": 1})
+    slot_of = {
+        each: client.get(f"/api/executions/{each}").json()["concurrencySlot"]
+        for each in (holder, waiter, plain)
+    }
+    assert slot_of == {holder: "holding", waiter: "waiting", plain: None}
+    listed = client.get("/api/executions?workflow=limited").json()["items"]
+    assert sorted(item["concurrencySlot"] for item in listed) == ["holding", "waiting"]
