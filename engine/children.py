@@ -60,7 +60,7 @@ def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.
     return ids
 
 
-def _state(binding: BindingConfig, input: object, now: datetime) -> dict:
+def _state(binding: BindingConfig, input: object, now: datetime) -> dict[str, object]:
     if binding.concurrency:
         return concurrency.waiting_fields(binding, input, now)
     return {"wake_at": now}

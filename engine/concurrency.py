@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Count
 from django.db.models.functions import Now
 
+from engine import clock
 from engine.config import BindingConfig, PloyConfig
 from engine.models import Execution, SlotStatus
 from engine.writes import serialized
@@ -50,7 +51,9 @@ def group_key(binding: BindingConfig, input: object) -> str:
     return text
 
 
-def waiting_fields(binding: BindingConfig, input: object, created_at: datetime) -> dict:
+def waiting_fields(
+    binding: BindingConfig, input: object, created_at: datetime
+) -> dict[str, object]:
     """A new execution of a limited binding waits until `admit` gives it a slot; it is due
     only at its timeout, if it has one, to fail then without having run."""
     timeout_at = None
@@ -86,6 +89,22 @@ def admit(
         queued = [each for each in ids if each not in keep]
         transaction.on_commit(partial(_enqueue_all, queued))
     return ids
+
+
+def admit_new(execution: Execution, binding: BindingConfig, claimed: dict[str, object]) -> bool:
+    """A new execution of a limited binding takes a free slot, unless older ones wait for it;
+    whether it did. Run here (`claimed`), it is claimed at once when admitted, and left to a
+    worker when it waits (`.run()` returns it waiting, as after a sleep)."""
+    keep = {execution.id} if claimed else set()
+    key, limit = execution.concurrency_key, binding.concurrency
+    if execution.id not in admit(binding.binding, key, limit, keep=keep):
+        return False
+    execution.slot, execution.wake_at = SlotStatus.HOLDING, clock.now()
+    if claimed:
+        Execution.objects.filter(id=execution.id).update(**claimed)
+        for name, value in claimed.items():
+            setattr(execution, name, value)
+    return True
 
 
 def fill(groups: Iterable[tuple[str, str]], config: PloyConfig) -> None:

@@ -86,7 +86,7 @@ def trigger(
             )
             runnable = True
             if binding.concurrency:
-                runnable = _admit_new(execution, binding, claimed) or not run_here
+                runnable = concurrency.admit_new(execution, binding, claimed) or not run_here
             elif not run_here:
                 transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
@@ -98,22 +98,6 @@ def trigger(
     return TriggerResult(
         execution_id=str(execution.id), created=True, execution=execution if runnable else None
     )
-
-
-def _admit_new(execution: Execution, binding: BindingConfig, claimed: dict) -> bool:
-    """A new execution of a limited binding takes a free slot, unless older ones wait for it;
-    whether it did. Run here (`claimed`), it is claimed at once when admitted, and left to a
-    worker when it waits (`.run()` returns it waiting, as after a sleep)."""
-    keep = {execution.id} if claimed else set()
-    key, limit = execution.concurrency_key, binding.concurrency
-    if execution.id not in concurrency.admit(binding.binding, key, limit, keep=keep):
-        return False
-    execution.slot, execution.wake_at = SlotStatus.HOLDING, clock.now()
-    if claimed:
-        Execution.objects.filter(id=execution.id).update(**claimed)
-        for name, value in claimed.items():
-            setattr(execution, name, value)
-    return True
 
 
 def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:
