@@ -7,6 +7,7 @@ taken."""
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 
 import pytest
@@ -19,8 +20,13 @@ from tests.workflows.limits import slot_notes, work_calls
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # A slot freed while others wait must be taken within this long: far below the sweep's
-# period (60 s), so only the hand-off in the ending transaction can meet it.
-PROMPT_SECONDS = 3.0
+# period (60 s), so only the hand-off in the ending transaction can meet it; and typically
+# within a second (a hand-off is a few transactions and a queue message).
+SLOWEST_HAND_OFF_SECONDS = 10.0
+TYPICAL_HAND_OFF_SECONDS = 2.0
+# Under load, workers whose heartbeats the loaded machine delays past the tests' 2 s timeout
+# would be declared dead, and their steps rightly run again: not what the load test is about.
+PATIENT = {"PLOY_WORKER_TIMEOUT_SECONDS": "10"}
 
 
 def intervals() -> dict[str, tuple[float, float]]:
@@ -44,15 +50,24 @@ def most_at_once(spans: list[tuple[float, float]]) -> int:
     return most
 
 
-def slowest_hand_off(spans: list[tuple[float, float]]) -> float:
-    """The longest time from an end to the next start while some execution still waited."""
+def hand_offs(spans: list[tuple[float, float]]) -> list[float]:
+    """For each end while some execution still waited, the time until the next start."""
     starts = sorted(start for start, _ in spans)
-    slowest = 0.0
+    gaps = []
     for _, end in spans:
         later = [start for start in starts if start > end]
         if later:
-            slowest = max(slowest, later[0] - end)
-    return slowest
+            gaps.append(later[0] - end)
+    return sorted(gaps)
+
+
+def check_prompt_hand_offs(spans: list[tuple[float, float]]) -> None:
+    """Freed slots were taken at once: every gap far below the sweep's period, and the typical
+    one below a poller's delay (generous bounds: the machine may be loaded)."""
+    gaps = hand_offs(spans)
+    assert gaps, "no execution had to wait: the test proves nothing"
+    assert max(gaps) < SLOWEST_HAND_OFF_SECONDS, gaps
+    assert statistics.median(gaps) < TYPICAL_HAND_OFF_SECONDS, gaps
 
 
 def ended(ids: list[str], timeout: float) -> dict[str, str]:
@@ -76,7 +91,7 @@ def test_sixty_executions_over_three_keys_on_three_workers_never_exceed_two_per_
     start_worker,
 ):
     for _ in range(3):
-        start_worker(threads=4)
+        start_worker(threads=4, **PATIENT)
     customers = [f"customer-{n % 3}" for n in range(60)]
     ids = [
         runtime.trigger("LIMITED", {"customer": customer, "seconds": 0.3}).execution_id
@@ -93,8 +108,8 @@ def test_sixty_executions_over_three_keys_on_three_workers_never_exceed_two_per_
     }
     at_once = {customer: most_at_once(spans) for customer, spans in grouped.items()}
     assert max(at_once.values()) == 2, at_once  # the limit was reached, and never passed
-    for customer, spans in grouped.items():
-        assert slowest_hand_off(spans) < PROMPT_SECONDS, (customer, slowest_hand_off(spans))
+    for spans in grouped.values():
+        check_prompt_hand_offs(spans)
     # no slot is left held or waited for
     assert not Execution.objects.running().filter(id__in=ids).exists()
 
@@ -122,6 +137,6 @@ def test_a_killed_worker_keeps_its_slot_until_its_execution_recovers_then_waiter
     assert most_at_once([spans[each] for each in [holder, *waiters]]) == 1
     holder_end = spans[holder][1]
     assert all(spans[each][0] > holder_end for each in waiters)  # none ran during the outage
-    assert slowest_hand_off([spans[each] for each in [holder, *waiters]]) < PROMPT_SECONDS
+    check_prompt_hand_offs([spans[each] for each in [holder, *waiters]])
     order = sorted(waiters, key=lambda each: spans[each][0])
     assert order == waiters  # oldest first
