@@ -100,3 +100,29 @@ def test_a_killed_worker_keeps_its_slot_on_postgres_until_its_execution_recovers
     assert all(spans[each][0] > spans[holder][1] for each in waiters)
     check_prompt_hand_offs(everyone)
     assert sorted(waiters, key=lambda each: spans[each][0]) == waiters  # oldest first
+
+
+def test_triggers_racing_on_many_connections_admit_no_more_than_the_limit(scaleout_env):
+    # Eight threads (eight connections) of two processes trigger into one group at once, with
+    # no worker: without the group's lock each would count the others' uncommitted rows as
+    # absent and take a slot.
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from django.db import connection\n"
+        "from engine import runtime\n"
+        "def one(n):\n"
+        "    try:\n"
+        "        return runtime.trigger('LIMITED', {'customer': 'race', 'n': n}).execution_id\n"
+        "    finally:\n"
+        "        connection.close()\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    print(len(list(pool.map(one, range(40)))))\n"
+    )
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(pool.map(lambda _: manage(scaleout_env, "shell", "-c", code), range(2)))
+    assert [count.splitlines()[-1] for count in counts] == ["40", "40"]
+    rows = query(
+        scaleout_env,
+        "SELECT slot, count(*) FROM engine_execution WHERE binding = 'LIMITED' GROUP BY slot",
+    )
+    assert dict(rows) == {"holding": 2, "waiting": 78}
