@@ -4,9 +4,11 @@ every end (completed, failed, cancelled, a lost hand-off) passes the slot to the
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from huey.contrib.djhuey import HUEY
 
@@ -257,3 +259,18 @@ def test_the_api_says_whether_an_execution_waits_for_or_holds_a_slot(client):
     assert slot_of == {holder: "holding", waiter: "waiting", plain: None}
     listed = client.get("/api/executions?workflow=limited").json()["items"]
     assert sorted(item["concurrencySlot"] for item in listed) == ["holding", "waiting"]
+
+
+def test_triggers_racing_on_many_threads_admit_no_more_than_the_limit():
+    def one(n: int) -> str:
+        try:
+            return start("LIMITED", {"customer": "race", "n": n})
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(pool.map(one, range(40)))
+    assert len(set(ids)) == 40
+    holding = Execution.objects.filter(binding="LIMITED", slot="holding").values_list("id")
+    assert len(holding) == 2
+    assert sorted(queued()) == sorted(str(each) for (each,) in holding)  # only they are queued
