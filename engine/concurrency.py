@@ -34,7 +34,6 @@ from engine.writes import serialized
 
 # A key value longer than this (as JSON text) is stored as its hash: the column's width.
 MAX_KEY_TEXT = 200
-WAIT_REASON = "waiting for a concurrency slot"
 
 
 def group_key(binding: BindingConfig, input: object) -> str:
@@ -146,13 +145,12 @@ def _starved_groups(config: PloyConfig) -> list[tuple[str, str]]:
     )
     if not waiting:
         return []
-    holders = dict(
-        (((row["binding"], row["concurrency_key"]), row["count"]))
-        for row in running.filter(slot=SlotStatus.HOLDING)
-        .filter(binding__in={binding for binding, _ in waiting})
+    counts = (
+        running.filter(slot=SlotStatus.HOLDING, binding__in={binding for binding, _ in waiting})
         .values("binding", "concurrency_key")
         .annotate(count=Count("*"))
     )
+    holders = {(row["binding"], row["concurrency_key"]): row["count"] for row in counts}
     starved = []
     for binding, key in sorted(waiting):
         limit = limit_of(config, binding)

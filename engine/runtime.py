@@ -434,7 +434,7 @@ def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int
         enqueue(execution_id, at=wake_at)
     admitted = concurrency.repair(registry.current().config, batch=SWEEP_BATCH)
     if admitted:
-        logger.warning("sweep: handed %d lost concurrency slot(s) on", admitted)
+        logger.info("sweep: handed on %d concurrency slot(s) no ending had", admitted)
     if overdue:
         logger.info("sweep: re-queued %d overdue execution(s)", len(overdue))
     return len(overdue)
