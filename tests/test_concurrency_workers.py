@@ -140,3 +140,17 @@ def test_a_killed_worker_keeps_its_slot_until_its_execution_recovers_then_waiter
     check_prompt_hand_offs([spans[each] for each in [holder, *waiters]])
     order = sorted(waiters, key=lambda each: spans[each][0])
     assert order == waiters  # oldest first
+
+
+def test_waiters_hold_no_worker_thread(start_worker):
+    start_worker(threads=1)
+    holder = runtime.trigger("LIMITED_ONE", {"sleep_ms": 8000}).execution_id
+    waiters = [runtime.trigger("LIMITED_ONE", {}).execution_id for _ in range(3)]
+    wait_for(lambda: [what for what, each, _ in slot_notes() if each == holder] == ["start"])
+    # The only thread is free while the holder sleeps and three wait: other work runs.
+    other = runtime.trigger("DATA_FLOW", {"action": "double", "value": 2}).execution_id
+    assert ended([other], timeout=30) == {other: "completed"}
+    assert set(Execution.objects.filter(id__in=waiters).values_list("slot", flat=True)) == {
+        "waiting"
+    }
+    assert ended([holder, *waiters], timeout=60) == dict.fromkeys([holder, *waiters], "completed")
