@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from datetime import datetime
 from functools import partial
 
 from django.db import transaction
 from django.db.models.functions import Now
 
-from engine import clock, registry
+from engine import clock, concurrency, registry
+from engine.config import BindingConfig
 from engine.models import Execution, Step
 
 
@@ -43,14 +45,25 @@ def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.
             parent_step=step.name,
             parent_index=index,
             created_at=now,
-            wake_at=now,
+            **_state(config, input, now),
         )
         for index, input in enumerate(inputs)
     ]
     Execution.objects.bulk_create(children, batch_size=500)
     ids = [child.id for child in children]
-    transaction.on_commit(lambda: [_enqueue(child_id) for child_id in ids])
+    if config.concurrency:
+        # They wait for slots; the admitted ones are queued by `admit`.
+        groups = {(config.binding, child.concurrency_key) for child in children}
+        concurrency.fill(groups, registry.current().config)
+    else:
+        transaction.on_commit(lambda: [_enqueue(child_id) for child_id in ids])
     return ids
+
+
+def _state(binding: BindingConfig, input: object, now: datetime) -> dict[str, object]:
+    if binding.concurrency:
+        return concurrency.waiting_fields(binding, input, now)
+    return {"wake_at": now}
 
 
 def _short_hash(text: str) -> str:

@@ -31,7 +31,11 @@ MAX_DURATION_SECONDS = 365 * 86400
 DEPLOYMENT_KEYS = ("kind", "build", "out", "name", "assets")
 # Ploy bindings this project does not provide yet.
 UNSUPPORTED_KEYS = ("queue", "timer")
-EXPANDED_KEYS = ("name", "retries", "timeout")
+EXPANDED_KEYS = ("name", "retries", "timeout", "concurrency", "concurrency_key")
+# More executions at once than this is a typo: a limit that high limits nothing.
+MAX_CONCURRENCY = 10_000
+# A dotted path into the input: identifiers-ish segments (letters, digits, _ and -).
+CONCURRENCY_KEY = re.compile(r"[A-Za-z0-9_-]{1,100}(?:\.[A-Za-z0-9_-]{1,100}){0,9}")
 # Matched whole (fullmatch): `$` alone would let a trailing newline through.
 BINDING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 DATABASE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -54,6 +58,8 @@ class BindingConfig:
     name: str
     retries: int = DEFAULT_RETRIES
     timeout: float | None = None  # seconds from its creation until the execution fails
+    concurrency: int | None = None  # at most this many of its executions run at once
+    concurrency_key: str | None = None  # ... per value of this dotted path into the input
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -344,10 +350,40 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
         retries = check_retries(f"{key}.retries", value.get("retries", DEFAULT_RETRIES))
         timeout = value.get("timeout")
         timeout = None if timeout is None else parse_duration(f"{key}.timeout", timeout)
+        concurrency, concurrency_key = _concurrency(key, value)
     except ValueError as error:
         raise ConfigError(path, str(error)) from None
     name = _workflow_name(path, f"{key}.name", value["name"])
-    return BindingConfig(binding=binding, name=name, retries=retries, timeout=timeout)
+    return BindingConfig(
+        binding=binding,
+        name=name,
+        retries=retries,
+        timeout=timeout,
+        concurrency=concurrency,
+        concurrency_key=concurrency_key,
+    )
+
+
+def _concurrency(key: str, value: dict) -> tuple[int | None, str | None]:
+    """`concurrency` (a limit) and `concurrency_key` (a dotted path, only with a limit)."""
+    limit, path = value.get("concurrency"), value.get("concurrency_key")
+    if limit is None and path is not None:
+        raise ValueError(
+            f"{key}.concurrency_key needs {key}.concurrency: add the limit, or remove the key"
+        )
+    if limit is None:
+        return None, None
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_CONCURRENCY:
+        raise ValueError(
+            f"{key}.concurrency must be a whole number from 1 to {MAX_CONCURRENCY}, "
+            f"got {shown(limit)}"
+        )
+    if path is not None and not (isinstance(path, str) and CONCURRENCY_KEY.fullmatch(path)):
+        raise ValueError(
+            f"{key}.concurrency_key must be a dotted path into the input such as customer or "
+            f"customer.id, got {shown(path)}"
+        )
+    return limit, path
 
 
 def _check_binding_name(path: Path, key: str, binding: object) -> None:

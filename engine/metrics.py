@@ -53,6 +53,7 @@ from engine.models import (
     Attempt,
     AttemptStatus,
     Execution,
+    SlotStatus,
     Step,
     StepStatus,
     Worker,
@@ -77,8 +78,8 @@ STEP_WAITS = (
     ("children", Q(status=StepStatus.WAITING, event_type="")),
     ("retry", Q(status=StepStatus.RUNNING, wake_at__isnull=False)),
 )
-HELD, QUEUED, OTHER = "held", "queued", "other"
-WAIT_REASONS = (QUEUED, *(reason for reason, _ in STEP_WAITS), OTHER)
+HELD, QUEUED, CONCURRENCY, OTHER = "held", "queued", "concurrency", "other"
+WAIT_REASONS = (QUEUED, CONCURRENCY, *(reason for reason, _ in STEP_WAITS), OTHER)
 
 
 @require_GET
@@ -140,6 +141,7 @@ def running_executions(workflows: Iterable[str]) -> Iterator[Metric]:
     """Running executions by workflow and state (held, or what it waits for), in one query."""
     state = Case(
         When(owner__isnull=False, then=Value(HELD)),
+        When(slot=SlotStatus.WAITING, then=Value(CONCURRENCY)),  # before any step of its own
         When(wake_at__lte=Now(), then=Value(QUEUED)),
         default=Coalesce(_step_wait(), Value(OTHER)),
         output_field=CharField(),

@@ -32,6 +32,15 @@ class AttemptStatus(models.TextChoices):
     FAILED = "failed"
 
 
+class SlotStatus(models.TextChoices):
+    """An execution of a binding with `concurrency`: waiting for a slot of its group, or
+    holding one from its first run until it ends (sleeping and waiting included)."""
+
+    NONE = "", "no limit"
+    WAITING = "waiting"
+    HOLDING = "holding"
+
+
 FINISHED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
 
 
@@ -87,6 +96,10 @@ class Execution(models.Model):
     # claim bumps it, and every write of a run is fenced on (owner, run_count).
     owner = models.CharField(max_length=200, null=True, blank=True)
     run_count = models.PositiveIntegerField(default=0)
+    # A binding with `concurrency`: its slot, and the group it counts in (the value of the
+    # binding's `concurrency_key` in the input, as JSON text; "" for the one group of all).
+    slot = models.CharField(max_length=8, choices=SlotStatus.choices, blank=True, default="")
+    concurrency_key = models.CharField(max_length=255, blank=True, default="")
 
     objects = ExecutionQuerySet.as_manager()
 
@@ -100,6 +113,12 @@ class Execution(models.Model):
             models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
             models.Index(fields=["owner"], name="execution_owner"),
             models.Index(fields=["parent", "parent_step", "status"], name="execution_parent"),
+            # A group's holders (counted) and waiters (oldest first): running, limited ones only.
+            models.Index(
+                fields=["binding", "concurrency_key", "slot", "id"],
+                condition=Q(status=ExecutionStatus.RUNNING) & ~Q(slot=""),
+                name="execution_slot",
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

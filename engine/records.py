@@ -88,6 +88,7 @@ class ExecutionRecord:
     parent_id: str | None = None  # the execution whose invoke step started this one
     rerun_of: str | None = None  # the execution this one reruns
     from_step: str | None = None  # ... from this step of it, reusing the steps before
+    concurrency_slot: str | None = None  # a limited binding's: "waiting" or "holding"
 
     @classmethod
     def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
@@ -107,6 +108,7 @@ class ExecutionRecord:
             parent_id=str(execution.parent_id) if execution.parent_id else None,
             rerun_of=str(execution.rerun_of_id) if execution.rerun_of_id else None,
             from_step=execution.from_step or None,
+            concurrency_slot=execution.slot or None,
         )
 
     def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import QuerySet
 
-from engine import clock, registry, wakeup, workers
+from engine import clock, concurrency, registry, wakeup, workers
 from engine.children import wake_parent
 from engine.claims import Abandon, Claim, EngineUnavailable, Release, Suspend, claim
 from engine.config import BindingConfig
@@ -30,6 +30,7 @@ from engine.models import (
     AttemptStatus,
     Execution,
     ExecutionStatus,
+    SlotStatus,
     Step,
     StepStatus,
 )
@@ -75,6 +76,9 @@ def trigger(
             return TriggerResult(execution_id=str(existing), created=False)
     now = clock.now()
     claimed = {"owner": workers.current().id, "run_count": 1, "started_at": now} if run_here else {}
+    state = {"wake_at": now, **claimed}
+    if binding.concurrency:
+        state = concurrency.waiting_fields(binding, input, now)
     try:
         with serialized(), transaction.atomic():
             execution = Execution.objects.create(
@@ -85,12 +89,14 @@ def trigger(
                 rerun_of=rerun_of,
                 from_step=fork.from_step if fork else "",
                 created_at=now,
-                wake_at=now,
-                **claimed,
+                **state,
             )
             if fork is not None:
                 fork.copy_into(execution)
-            if not run_here:
+            runnable = True
+            if binding.concurrency:
+                runnable = concurrency.admit_new(execution, binding, claimed) or not run_here
+            elif not run_here:
                 transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
         # Another request with the same key won the race: answer with its execution.
@@ -98,7 +104,9 @@ def trigger(
         if not existing:
             raise
         return TriggerResult(execution_id=str(existing), created=False)
-    return TriggerResult(execution_id=str(execution.id), created=True, execution=execution)
+    return TriggerResult(
+        execution_id=str(execution.id), created=True, execution=execution if runnable else None
+    )
 
 
 def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:
@@ -179,6 +187,8 @@ def cancel_executions(
             "id", "parent_id", "parent_step"
         ):
             wake_parent(child, completed=False)
+        config = registry.current().config
+        concurrency.fill(concurrency.held_groups(ids, config), config)  # slots go on
     # Children born meanwhile (a run in flight committed them before its fence saw the cancel).
     born = list(Execution.objects.running().filter(parent_id__in=ids).values_list("id", flat=True))
     if born:
@@ -292,6 +302,11 @@ def _run_claimed(execution: Execution, held: Claim, now: Callable[[], datetime])
         if now() >= deadline:
             _fail(execution, held, now, Timeout(binding.binding, binding.timeout), definition)
             return
+    if execution.slot == SlotStatus.WAITING:
+        # Due for its timeout, claimed a moment early (or admitted meanwhile): not yet.
+        if held.write(owner=None):
+            _follow_up(execution.id)
+        return
     context = StepContext(
         execution=execution,
         # The first claim's run (epoch 1) is the first run of all: it has no steps to load,
@@ -412,13 +427,18 @@ def _finish(
     # Fenced on the claim: a worker that lost it can never overwrite a cancel.
     fields = {"status": status, "output": output, "error": error, "finished_at": now}
     fields |= {"wake_at": None, "owner": None}
-    if execution.parent_id is None:
+    if execution.parent_id is None and not execution.slot:
         finished = held.write(**fields)
     else:
         try:
-            with held.hold():  # its parent learns of it in the same transaction
+            # Its parent learns of it, and its slot goes on, in the same transaction.
+            with held.hold():
                 finished = held.owned.update(**fields) == 1
-                wake_parent(execution, completed=status == ExecutionStatus.COMPLETED)
+                if execution.parent_id is not None:
+                    wake_parent(execution, completed=status == ExecutionStatus.COMPLETED)
+                if execution.slot:
+                    group = (execution.binding, execution.concurrency_key)
+                    concurrency.fill([group], registry.current().config)
         except Abandon:
             finished = False
     if finished:
@@ -457,6 +477,9 @@ def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int
         enqueue(execution_id)
     for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:
         enqueue(execution_id, at=wake_at)
+    admitted = concurrency.repair(registry.current().config, batch=SWEEP_BATCH)
+    if admitted:
+        logger.info("sweep: handed on %d concurrency slot(s) no ending had", admitted)
     if overdue:
         logger.info("sweep: re-queued %d overdue execution(s)", len(overdue))
     return len(overdue)

@@ -201,6 +201,11 @@ class ExecutionSummaryOut(CamelSchema):
         None,
         description="A rerun from a step: that step of rerunOf, the steps before it reused.",
     )
+    concurrency_slot: str | None = Field(
+        None,
+        description="A binding with `concurrency`: `waiting` (for a slot: not started yet) or "
+        "`holding` (from its start until it ends); null without a limit.",
+    )
 
 
 class ExecutionOut(ExecutionSummaryOut):

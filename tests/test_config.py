@@ -42,6 +42,9 @@ def test_short_and_expanded_forms(tmp_path):
             "  QUIET:\n    name: quiet\n"
             "  BOUNDED:\n    name: bounded\n    timeout: 1h\n"
             "  QUICK:\n    name: quick\n    timeout: 250ms\n"
+            "  PAIRS:\n    name: pairs\n    concurrency: 2\n"
+            "  PER_CUSTOMER:\n    name: orders\n    concurrency: 1\n"
+            "    concurrency_key: customer.id\n"
             "db:\n  DB: default\n",
         )
     )
@@ -51,6 +54,10 @@ def test_short_and_expanded_forms(tmp_path):
         BindingConfig(binding="QUIET", name="quiet", retries=3),
         BindingConfig(binding="BOUNDED", name="bounded", timeout=3600.0),
         BindingConfig(binding="QUICK", name="quick", timeout=0.25),
+        BindingConfig(binding="PAIRS", name="pairs", concurrency=2),
+        BindingConfig(
+            binding="PER_CUSTOMER", name="orders", concurrency=1, concurrency_key="customer.id"
+        ),
     )
     assert config.databases == (DatabaseConfig(binding="DB", name="default"),)
     assert config.main == tmp_path / "ploy.py"
@@ -113,6 +120,41 @@ BAD_CONFIGS = [
     ("workflow:\n  A:\n    name: a\n    timeout: 0\n", "workflow.A.timeout must be a duration"),
     ("workflow:\n  A:\n    name: a\n    timeout: soon\n", "got 'soon'"),
     ("workflow:\n  A:\n    name: a\n    timeout: 400d\n", "at most 365d, got '400d'"),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency: 0\n",
+        "workflow.A.concurrency must be a whole number from 1 to 10000, got 0",
+    ),
+    ("workflow:\n  A:\n    name: a\n    concurrency: -2\n", "from 1 to 10000, got -2"),
+    ("workflow:\n  A:\n    name: a\n    concurrency: 2.5\n", "from 1 to 10000, got 2.5"),
+    ("workflow:\n  A:\n    name: a\n    concurrency: true\n", "from 1 to 10000, got True"),
+    ("workflow:\n  A:\n    name: a\n    concurrency: '3'\n", "from 1 to 10000, got '3'"),
+    ("workflow:\n  A:\n    name: a\n    concurrency: 10001\n", "from 1 to 10000, got 10001"),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency_key: customer\n",
+        "workflow.A.concurrency_key needs workflow.A.concurrency: add the limit, or remove the key",
+    ),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency: 2\n    concurrency_key: ''\n",
+        "workflow.A.concurrency_key must be a dotted path into the input such as customer or "
+        "customer.id, got ''",
+    ),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency: 2\n    concurrency_key: a..b\n",
+        "concurrency_key must be a dotted path into the input",
+    ),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency: 2\n    concurrency_key: [a]\n",
+        "concurrency_key must be a dotted path into the input such as customer or customer.id, "
+        "got ['a']",
+    ),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrency: 2\n    concurrency_key: 'a b'\n",
+        "got 'a b'",
+    ),
+    (
+        "workflow:\n  A:\n    name: a\n    concurrenc: 2\n",
+        "unknown key 'workflow.A.concurrenc' (did you mean 'concurrency'?)",
+    ),
     (
         "workflow:\n  A:\n    name: a\n    retries: " + "9" * 5000 + "\n",
         "invalid YAML at line 4, column 14: '99999",

@@ -96,6 +96,7 @@ def test_running_executions_no_worker_holds_are_counted_by_what_they_wait_for():
     waiting = by_label(scrape(), "ployweb_executions_waiting", "reason")
     assert waiting == {
         "queued": 4,
+        "concurrency": 0,
         "sleep": 1,
         "event": 1,
         "children": 1,

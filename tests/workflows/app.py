@@ -432,3 +432,10 @@ _transactions_spec = importlib.util.spec_from_file_location(
 transactions = importlib.util.module_from_spec(_transactions_spec)
 _transactions_spec.loader.exec_module(transactions)
 workflows.update(transactions.workflows)
+# The concurrency-limit fixtures (tests/workflows/limits.py).
+_limits_spec = importlib.util.spec_from_file_location(
+    "ploy_limit_workflows", Path(__file__).resolve().parent / "limits.py"
+)
+limits = importlib.util.module_from_spec(_limits_spec)
+_limits_spec.loader.exec_module(limits)
+workflows.update(limits.workflows)
