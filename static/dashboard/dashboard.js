@@ -5,6 +5,7 @@
 // - keeps <details> open or closed as the user left them when htmx swaps a region
 // - opens the traceback of an attempt reached from the timeline
 // - asks before sending an event, naming its type; keeps that form as typed across refreshes
+// - keeps the steps loaded with "more" across refreshes of a live execution
 (function () {
   "use strict";
 
@@ -130,6 +131,12 @@
   document.addEventListener("htmx:configRequest", function (event) {
     const section = document.getElementById("send-event");
     if (section && section.dataset.touched) event.detail.headers["X-Keep-Event-Form"] = "true";
+  });
+  // Steps loaded with "more" sit in #steps-extra; once there are some, refreshes keep them.
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (document.querySelector("#steps-extra .step")) {
+      event.detail.headers["X-Keep-Loaded-Steps"] = "true";
+    }
   });
   function openTarget() {
     const id = decodeURIComponent(location.hash.slice(1));
