@@ -122,6 +122,13 @@ class ExecutionPage:
         return list(dict.fromkeys(types))
 
     @property
+    def window(self) -> tuple[int, int]:
+        """The numbers of the first and the last step shown (from 1)."""
+        if not self.steps:
+            return (0, 0)
+        return (self.steps[0].position, self.steps[-1].position)
+
+    @property
     def step_total(self) -> int:
         return self.summary.total if self.summary else len(self.steps)
 
