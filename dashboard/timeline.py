@@ -7,6 +7,7 @@ group's row, so work that ran at once reads side by side.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -349,8 +350,11 @@ def _backoff_bar(
 
 def _ticks(axis: Axis) -> list[Tick]:
     span_ms = axis.span.total_seconds() * 1000
+    # Past the table (an execution running for weeks): whole days, still at most MAX_TICKS.
+    day_ms = TICK_STEPS_MS[-1]
     step_ms = next(
-        (step for step in TICK_STEPS_MS if span_ms / step <= MAX_TICKS), TICK_STEPS_MS[-1]
+        (step for step in TICK_STEPS_MS if span_ms / step <= MAX_TICKS),
+        math.ceil(span_ms / MAX_TICKS / day_ms) * day_ms,
     )
     ticks = []
     moment = 0
@@ -369,7 +373,9 @@ def tick_label(ms: float) -> str:
         return f"{ms / 1000:g} s"
     if ms < 3_600_000:
         return f"{ms / 60_000:g} m"
-    return f"{ms / 3_600_000:g} h"
+    if ms < 172_800_000:
+        return f"{ms / 3_600_000:g} h"
+    return f"{ms / 86_400_000:g} d"
 
 
 def clock(moment: datetime) -> str:

@@ -32,9 +32,6 @@ ACTIVITY_WINDOW = timedelta(hours=24)
 # Sent by dashboard.js with each refresh once the user has typed in the "Send event" form: the
 # refreshed page then keeps the form as it is in the browser (hx-preserve).
 KEEP_FORM_HEADER = "X-Keep-Event-Form"
-# Sent by dashboard.js with each refresh once the user has loaded more steps: the refreshed page
-# then keeps those as they are in the browser (hx-preserve), instead of dropping them.
-KEEP_STEPS_HEADER = "X-Keep-Loaded-Steps"
 LIST_TEMPLATE = "dashboard/execution_list.html"
 DETAIL_TEMPLATE = "dashboard/execution_detail.html"
 
@@ -144,7 +141,7 @@ def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
 
 
 @require_GET
-@vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER, KEEP_STEPS_HEADER)
+@vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER)
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     try:
         after = steps_after(request)
@@ -199,7 +196,6 @@ def detail_context(
         "first_url": path,
         "event_form": event_form or new_event_form(page),
         "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
-        "keep_loaded_steps": request.headers.get(KEEP_STEPS_HEADER) == "true",
     }
 
 

@@ -305,15 +305,12 @@ def test_a_poll_notices_a_change_past_the_window(client: Client) -> None:
     assert "1 failed" in changed.content.decode()
 
 
-def test_a_refresh_keeps_the_steps_the_user_loaded(client: Client) -> None:
-    execution = make_execution(status="running", finished=None, started=5)
-    Execution.objects.filter(id=execution.id).update(created_at=at(0))
-    add_steps(execution, 150)
+def test_an_execution_running_for_weeks_keeps_a_few_ticks_on_its_timeline() -> None:
+    from dashboard.timeline import MAX_TICKS, build_timeline
 
-    fresh = htmx(client, detail_url(execution), "live").content.decode()
-    kept = htmx(
-        client, detail_url(execution), "live", **{"X-Keep-Loaded-Steps": "true"}
-    ).content.decode()
+    execution = make_execution(status="running", finished=None)
 
-    assert '<div id="steps-extra">' in fresh
-    assert '<div id="steps-extra" hx-preserve="true">' in kept
+    timeline = build_timeline(execution, [], at(0) + timedelta(days=700))
+
+    assert 2 <= len(timeline.ticks) <= MAX_TICKS + 1
+    assert timeline.ticks[1].label.endswith(" d")
