@@ -46,46 +46,47 @@ class CutValue:
 
 
 @dataclass(frozen=True, kw_only=True)
-class StepSummary:
-    """Every step of the execution in a few figures, and those before and after the window."""
-
-    total: int
-    by_status: dict[str, int]
-    attempts: int
-    failures: int
-    last_started: datetime | None
-    last_finished: datetime | None
-    last_wake: datetime | None  # of a sleep or a retry (not a wait's timeout)
-    waiting_event: str  # an event type a step waits for now, or ""
-    invokes: int  # steps that start children
-    before: SpanSummary
-    after: SpanSummary
-
-    def figures(self) -> tuple[object, ...]:
-        """What a poll compares, beyond the window's own steps."""
-        return (
-            self.total,
-            sorted(self.by_status.items()),
-            self.attempts,
-            self.failures,
-            self.last_started,
-            self.last_finished,
-            self.last_wake,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
 class SpanSummary:
-    count: int
-    failed: int
-    running: int
-    first_started: datetime | None
-    last_finished: datetime | None
+    """The steps on one side of the window."""
+
+    count: int = 0
+    failed: int = 0
+    running: int = 0  # not ended
+    first_started: datetime | None = None
+    last_finished: datetime | None = None
     first_position: int | None = None  # 0-based
     last_position: int | None = None
 
 
-NO_SPAN = SpanSummary(count=0, failed=0, running=0, first_started=None, last_finished=None)
+@dataclass(frozen=True, kw_only=True)
+class StepSummary:
+    """Every step of the execution in a few figures, and those before and after the window.
+    `changes` is what a poll of a running execution compares beyond the window's own steps."""
+
+    total: int
+    invokes: int  # steps that start children
+    before: SpanSummary
+    after: SpanSummary
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_wake: datetime | None = None  # of a sleep or a retry (not a wait's timeout)
+    waiting_event: str = ""  # an event type a step waits for now
+    changes: tuple[object, ...] = ()
+
+    def figures(self) -> tuple[object, ...]:
+        return (self.total, self.last_started, self.last_finished, self.last_wake, *self.changes)
+
+
+NO_SPAN = SpanSummary()
+FINISHED_STEP_STATUSES = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
+# What a poll compares: any step starting, ending, failing, retrying or beginning to wait.
+CHANGES = {
+    "ended": Count("id", filter=Q(status__in=FINISHED_STEP_STATUSES)),
+    "failed": Count("id", filter=Q(status=StepStatus.FAILED)),
+    "waiting": Count("id", filter=Q(status__in=(StepStatus.WAITING, StepStatus.SLEEPING))),
+    "attempts": Sum("attempt_count"),
+    "failures": Sum("failure_count"),
+}
 
 
 def previews(field: str) -> dict[str, object]:
@@ -148,38 +149,38 @@ def step_window(
     return rows[:limit], len(rows) > limit
 
 
-def step_summary(execution_id: uuid.UUID, window: list[Step]) -> StepSummary:
-    """Counts and times of every step, and of those before and after `window`: one query."""
-    first = window[0].position if window else None
-    last = window[-1].position if window else None
-    # Positions are >= 0: without a window, nothing is before it and everything after.
-    before = Q(position__lt=first if first is not None else 0)
-    after = Q(position__gt=last if last is not None else -1)
-    figures = Step.objects.filter(execution_id=execution_id).aggregate(
-        total=Count("id"),
-        attempts=Sum("attempt_count"),
-        failures=Sum("failure_count"),
-        last_started=Max("started_at"),
-        last_finished=Max("finished_at"),
-        last_wake=Max("wake_at", filter=~Q(status=StepStatus.WAITING)),
-        waiting_event=Max("event_type", filter=Q(status=StepStatus.WAITING)),
-        invokes=Count("id", filter=Q(child__isnull=False) | Q(input__has_key="binding")),
-        **{f"status_{status}": Count("id", filter=Q(status=status)) for status in StepStatus},
-        **span_aggregates("before", before),
-        **span_aggregates("after", after),
-    )
+def step_summary(
+    execution_id: uuid.UUID, window: list[Step], *, live: bool, after: int | None
+) -> StepSummary:
+    """Counts and times of the steps outside `window` and of all of them, in one query that
+    reads each step row once: only what the page shows (`live`: what a poll compares too;
+    `after`: the window starts past the first step, so some are before it)."""
+    last = window[-1].position if window else after if after is not None else -1
+    aggregates: dict[str, object] = {
+        "total": Count("id"),
+        "last_started": Max("started_at"),
+        "last_finished": Max("finished_at"),
+        "invokes": Count("id", filter=Q(child__isnull=False) | Q(input__has_key="binding")),
+        **span_aggregates("after", Q(position__gt=last)),
+    }
+    if after is not None:
+        first = window[0].position if window else after + 1
+        aggregates.update(span_aggregates("before", Q(position__lt=first)))
+    if live:
+        aggregates["last_wake"] = Max("wake_at", filter=~Q(status=StepStatus.WAITING))
+        aggregates["waiting_event"] = Max("event_type", filter=Q(status=StepStatus.WAITING))
+        aggregates.update(CHANGES)
+    figures = Step.objects.filter(execution_id=execution_id).aggregate(**aggregates)
     return StepSummary(
         total=figures["total"],
-        by_status={status: figures[f"status_{status}"] for status in StepStatus.values},
-        attempts=figures["attempts"] or 0,
-        failures=figures["failures"] or 0,
-        last_started=figures["last_started"],
-        last_finished=figures["last_finished"],
-        last_wake=figures["last_wake"],
-        waiting_event=figures["waiting_event"] or "",
         invokes=figures["invokes"],
         before=span_summary("before", figures),
         after=span_summary("after", figures),
+        last_started=figures["last_started"],
+        last_finished=figures["last_finished"],
+        last_wake=figures.get("last_wake"),
+        waiting_event=figures.get("waiting_event") or "",
+        changes=tuple(figures.get(name) for name in CHANGES),
     )
 
 
@@ -195,10 +196,9 @@ def span_aggregates(prefix: str, where: Q) -> dict[str, object]:
     }
 
 
-FINISHED_STEP_STATUSES = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
-
-
 def span_summary(prefix: str, figures: dict[str, object]) -> SpanSummary:
+    if f"{prefix}_count" not in figures:
+        return NO_SPAN
     values = {name: figures[f"{prefix}_{name}"] for name in SpanSummary.__dataclass_fields__}
     return SpanSummary(**values)  # type: ignore[arg-type]
 

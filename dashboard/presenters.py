@@ -145,7 +145,7 @@ def load(
     steps, attempts and bytes it holds; two more for its children if it has any."""
     execution = reads.execution_head(execution_id, full=full)
     steps, more = reads.step_window(execution.id, after=after, full=full)
-    summary = reads.step_summary(execution.id, steps)
+    summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
     children = queries.children_of(execution.id) if summary.invokes else NO_CHILDREN
     return present(
         execution,
