@@ -87,7 +87,7 @@ def probes(loaded: Loaded, client: Client) -> list[Probe]:
         ),
         Probe(name="execution page: 1 MB values", path=f"/executions/{values}/", goal_ms=100),
         Probe(
-            name="next 100 steps of 10,000 (htmx)",
+            name="next 50 steps of 10,000 (htmx)",
             path=f"/executions/{big}/?steps_after=4999",
             goal_ms=50,
             headers=htmx_more,

@@ -29,7 +29,7 @@ from engine.queries import parse_execution_id
 
 # The page shows this many steps, then a "more" link; and the last ATTEMPTS_SHOWN attempts of
 # each step, then "show all".
-STEPS_SHOWN = 100
+STEPS_SHOWN = 50
 ATTEMPTS_SHOWN = 10
 # A stored value longer than this (in characters of its JSON) reaches the page as its first
 # PREVIEW_CHARS only; the whole value is loaded on demand.

@@ -194,6 +194,9 @@ def detail_context(
         "full_url": f"{path}?{full_query.urlencode()}",
         "more_url": f"{path}?{more_query.urlencode()}" if page.next_after is not None else None,
         "first_url": path,
+        # Reversed once here rather than in each step and attempt of the page.
+        "value_path": reverse("dashboard:stored_value", args=[page.execution.id]),
+        "workers_url": reverse("dashboard:worker_list"),
         "event_form": event_form or new_event_form(page),
         "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
     }
@@ -213,7 +216,12 @@ def step_attempts(request: HtmxHttpRequest, execution_id: str, position: int) ->
         "attempts": list(step.attempts.all()),
         "hidden_attempts": 0,
     }
-    context = {"item": item, "step": step, "execution": {"id": step.execution_id}}
+    context = {
+        "item": item,
+        "step": step,
+        "execution": {"id": step.execution_id},
+        "workers_url": reverse("dashboard:worker_list"),
+    }
     template = f"{DETAIL_TEMPLATE}#attempts" if request.htmx else "dashboard/step_attempts.html"
     return render(request, template, context)
 

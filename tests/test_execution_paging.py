@@ -11,6 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
+from dashboard.execution_reads import STEPS_SHOWN
 from engine.models import Attempt, Execution, Step
 from engine.records import load_record
 from tests.test_dashboard import at, detail_url, htmx, make_execution
@@ -181,7 +182,7 @@ def test_the_execution_page_costs_five_queries_whatever_the_number_of_steps_and_
         more = htmx(client, f"{detail_url(execution)}?steps_after=0", "steps-more")
 
     html = response.content.decode()
-    assert len(step_names(html)) == min(steps, 100)
+    assert len(step_names(html)) == min(steps, STEPS_SHOWN)
     assert "<dt>Steps</dt><dd>" + str(steps) in html
     assert more.status_code == 200
 
@@ -199,7 +200,7 @@ def test_more_steps_walk_every_step_once_in_order(client: Client) -> None:
         seen += step_names(html)
         requests += 1
 
-    assert requests == 2
+    assert requests == 4  # 50 steps a page
     assert seen == [f"step-{position:04d}" for position in range(230)]
 
 
@@ -222,9 +223,9 @@ def test_the_timeline_draws_the_window_and_one_row_for_the_other_steps(client: C
     html = client.get(detail_url(execution)).content.decode()
     timeline = html.split('id="timeline-title"')[1].split("</section>")[0]
 
-    assert timeline.count('class="tl-row"') == 1 + 100 + 1  # the execution, the window, the rest
-    assert "150 more steps" in timeline
-    assert "steps 101 to 250 · 150 steps, 0 failed, 0 not ended" in timeline
+    assert timeline.count('class="tl-row"') == 1 + 50 + 1  # the execution, the window, the rest
+    assert "200 more steps" in timeline
+    assert "steps 51 to 250 · 200 steps, 0 failed, 0 not ended" in timeline
     assert 'href="#steps-more"' in timeline
 
 

@@ -15,7 +15,7 @@ PAGES = (
     "list refresh with counters (every 3 s)",
     "execution page: 10,000 steps",
     "execution page: a step of 100 attempts",
-    "next 100 steps of 10,000 (htmx)",
+    "next 50 steps of 10,000 (htmx)",
     "all 100 attempts of a step (htmx)",
     "workflows page",
     "workers page",
