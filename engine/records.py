@@ -166,7 +166,7 @@ def _execution_row(execution_id: object, *, workflow: str | None = None) -> Exec
     executions = Execution.objects.filter(id=parse_execution_id(execution_id))
     if workflow is not None:
         executions = executions.filter(workflow=workflow)
-    execution = executions.first()
+    execution: Execution | None = executions.first()
     if execution is None:
         raise ExecutionNotFound(execution_id)
     return execution

@@ -7,8 +7,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+if TYPE_CHECKING:
+    from bench.sides import Servers
 
 DEFAULTS = {
     "executions": 1_000_000,
@@ -39,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--only", default="", help="a regular expression of page names")
         parser.add_argument("--no-write", action="store_true", help="print the table only")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         from bench import scale_report, sides
 
         if options["executions"] < 1 or options["requests"] < 1:
@@ -66,7 +70,7 @@ class Command(BaseCommand):
         scale_report.write_section(output, options["backend"], text)
         self.stdout.write(f"wrote {output}")
 
-    def run_child(self, options: dict, servers: object) -> dict:
+    def run_child(self, options: dict[str, Any], servers: Servers) -> dict[str, Any]:
         """The load and the timings run in a child process whose settings name the fresh
         database, so nothing here (tests included) touches it, nor it anything here."""
         from bench import sides
@@ -86,7 +90,8 @@ class Command(BaseCommand):
                     self.spawn(command, env)
             else:
                 self.spawn(command, env)
-            return json.loads(result.read_text())
+            figures: dict[str, Any] = json.loads(result.read_text())
+            return figures
 
     def spawn(self, command: list[str], env: dict[str, str]) -> None:
         from bench import sides
@@ -97,7 +102,7 @@ class Command(BaseCommand):
             raise CommandError(f"the benchmark's child process failed (exit {child.returncode})")
 
 
-def command_line(options: dict) -> str:
+def command_line(options: dict[str, Any]) -> str:
     """The command as run, with only the options that differ from their defaults."""
     words = ["python manage.py ploy_scale_bench", f"--executions {options['executions']}"]
     if options["backend"] != "sqlite":
