@@ -280,7 +280,12 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = path.with_suffix(".png")
         drawn = chart(self.results, self.sides, self.sizes, picture)
-        path.write_text(self.page(picture.name if drawn else None))
+        # The scale benchmark's sections (ploy_scale_bench) stay at the end of the page.
+        from bench.scale_report import kept_sections
+
+        kept = kept_sections(path)
+        text = self.page(picture.name if drawn else None)
+        path.write_text(text.rstrip("\n") + "\n\n" + kept if kept else text)
         return [path, picture] if drawn else [path]
 
 

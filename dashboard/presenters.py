@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from dashboard import execution_reads as reads
 from dashboard import queries
 from dashboard.queries import Children, Events, StepChildren
 from dashboard.timeline import Timeline, branch_order, build_timeline
-from dashboard.values import JsonValue, pretty
+from dashboard.values import JsonValue, pretty, preview
 from engine.models import Attempt, Event, Execution, Step, StepStatus
 
 # While an execution runs, its page is re-rendered at least this often (the "now" of its
@@ -48,6 +49,16 @@ class StepView:
     branches: list[StepView] = field(default_factory=list)
 
     @property
+    def value_params(self) -> str:
+        """Names this step to the view that loads a whole value."""
+        return f"&step={self.position}"
+
+    @property
+    def hidden_attempts(self) -> int:
+        """Earlier attempts not loaded: "show all" fetches them."""
+        return max(self.step.attempt_count - len(self.attempts), 0)
+
+    @property
     def is_group(self) -> bool:
         return bool(self.branches)
 
@@ -79,8 +90,11 @@ class ExecutionPage:
     execution: Execution
     input: JsonValue
     output: JsonValue
-    steps: list[StepView]  # every step, in the order reached
+    steps: list[StepView]  # a window of the steps, in the order reached
     top_steps: list[StepView]  # the same, with parallel branches under their group
+    summary: reads.StepSummary | None
+    next_after: int | None  # the window's last position when more steps follow
+    after: int | None  # the window starts after this position (None: from the first step)
     timeline: Timeline
     children: Children
     child_rows: list[ChildRow]
@@ -96,55 +110,83 @@ class ExecutionPage:
 
     @property
     def waiting_for(self) -> list[str]:
-        """The event types that steps wait for now: the send form's suggestions."""
-        return [
+        """The event types that steps wait for now: the send form's suggestions (those of the
+        window, and one from the summary, where the waiting step is often past the window)."""
+        types = [
             view.step.event_type
             for view in self.steps
             if view.step.status == StepStatus.WAITING and view.step.event_type
         ]
+        if self.summary and self.summary.waiting_event:
+            types.append(self.summary.waiting_event)
+        return list(dict.fromkeys(types))
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The numbers of the first and the last step shown (from 1)."""
+        if not self.steps:
+            return (0, 0)
+        return (self.steps[0].position, self.steps[-1].position)
+
+    @property
+    def step_total(self) -> int:
+        return self.summary.total if self.summary else len(self.steps)
+
+    @property
+    def hidden_attempts(self) -> bool:
+        return any(view.hidden_attempts for view in self.steps)
 
 
-def load(execution: Execution, *, now: datetime, full: bool = False) -> ExecutionPage:
-    """The page of `execution` as engine.queries.get_execution returns it (steps and attempts
-    prefetched): one query more for its events, two more for its children if it has any."""
-    steps = list(execution.steps.all())
-    children = queries.children_of(execution.id) if may_have_children(steps) else NO_CHILDREN
+def load(
+    execution_id: object, *, now: datetime, full: bool = False, after: int | None = None
+) -> ExecutionPage:
+    """The page of an execution: its row, a window of STEPS_SHOWN steps after position `after`
+    with their last attempts, a summary of every step, its events, in five queries however many
+    steps, attempts and bytes it holds; two more for its children if it has any."""
+    execution = reads.execution_head(execution_id, full=full)
+    steps, more = reads.step_window(execution.id, after=after, full=full)
+    summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
+    children = queries.children_of(execution.id) if summary.invokes else NO_CHILDREN
     return present(
-        execution, now=now, full=full, children=children, events=queries.events_of(execution.id)
-    )
-
-
-def may_have_children(steps: list[Step]) -> bool:
-    """An invoke or invoke_many step records its binding in its input snapshot."""
-    return any(
-        step.child_id or (isinstance(step.input, dict) and "binding" in step.input)
-        for step in steps
-        if not step.event_type and not step.branch_of
+        execution,
+        steps,
+        summary,
+        now=now,
+        full=full,
+        more=more,
+        after=after,
+        children=children,
+        events=queries.events_of(execution.id),
     )
 
 
 def present(
     execution: Execution,
+    steps: list[Step],
+    summary: reads.StepSummary | None = None,
     *,
     now: datetime,
     full: bool = False,
+    more: bool = False,
+    after: int | None = None,
     children: Children = NO_CHILDREN,
     events: Events = NO_EVENTS,
 ) -> ExecutionPage:
-    steps = list(execution.steps.all())
-    views = [
-        _step_view(step, position, execution, full, children)
-        for position, step in enumerate(steps, 1)
-    ]
+    """`steps`: a window of the execution's steps, their attempts prefetched."""
+    views = [_step_view(step, execution, full, children) for step in steps]
     by_name = {view.step.name: view for view in views}
     views_by_id = {view.step.id: view for view in views}
+    extra = [*_changes(children, events), *(summary.figures() if summary else ())]
     return ExecutionPage(
         execution=execution,
-        input=pretty(execution.input, full=full),
-        output=pretty(execution.output, full=full),
+        input=shown(execution.input, full),
+        output=shown(execution.output, full),
         steps=views,
         top_steps=_group_branches(views),
-        timeline=build_timeline(execution, steps, now, children=children.by_step),
+        summary=summary,
+        next_after=steps[-1].position if more and steps else None,
+        after=after,
+        timeline=build_timeline(execution, steps, now, children=children.by_step, summary=summary),
         children=children,
         child_rows=[
             ChildRow(execution=child, step_anchor=_anchor(by_name.get(child.parent_step)))
@@ -152,21 +194,25 @@ def present(
         ],
         events=[_event_row(event, views_by_id, full) for event in events.latest],
         more_events=events.more,
-        fingerprint=fingerprint(execution, steps, now, extra=_changes(children, events)),
+        fingerprint=fingerprint(execution, steps, now, extra=extra),
         full=full,
     )
 
 
-def _step_view(
-    step: Step, position: int, execution: Execution, full: bool, children: Children
-) -> StepView:
+def shown(value: object, full: bool) -> JsonValue:
+    if isinstance(value, reads.CutValue):
+        return preview(value.head, value.size)
+    return pretty(value, full=full)
+
+
+def _step_view(step: Step, execution: Execution, full: bool, children: Children) -> StepView:
     sleep_ms = step.input.get("ms") if step.is_sleep and isinstance(step.input, dict) else None
     return StepView(
         step=step,
-        position=position,
-        anchor=f"step-{position}",
-        input=pretty(step.input, full=full),
-        output=pretty(step.output, full=full),
+        position=step.position + 1,
+        anchor=f"step-{step.position + 1}",
+        input=shown(step.input, full),
+        output=shown(step.output, full),
         attempts=list(step.attempts.all()),
         sleep_ms=sleep_ms,
         ended_at=step.finished_at or execution.finished_at,

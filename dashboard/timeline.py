@@ -7,6 +7,7 @@ group's row, so work that ran at once reads side by side.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
 from engine.parallel import branch_name
 
 if TYPE_CHECKING:
+    from dashboard.execution_reads import SpanSummary, StepSummary
     from dashboard.queries import StepChildren
 
 TICK_STEPS_MS = (
@@ -99,19 +101,23 @@ def build_timeline(
     now: datetime,
     *,
     children: Mapping[str, StepChildren] | None = None,
+    summary: StepSummary | None = None,
 ) -> Timeline:
-    """`steps` come with their attempts prefetched, as engine.queries.get_execution loads them;
-    `children` counts the children of each invoke step by name, for the labels."""
-    axis = Axis(execution.created_at, _axis_end(execution, steps, now))
+    """`steps` (all of them, or a window of them) come with their attempts prefetched;
+    `children` counts the children of each invoke step by name, for the labels; `summary`
+    stands for the steps outside the window, each side a row of its own."""
+    axis = Axis(execution.created_at, _axis_end(execution, steps, now, summary))
     end = execution.finished_at or now
     groups = {step.branch_of for step in steps if step.branch_of}
     step_rows = [
-        (step, _step_row(step, position, axis, execution.finished_at, now, children or {}, groups))
-        for position, step in enumerate(steps, 1)
+        (step, _step_row(step, axis, execution.finished_at, now, children or {}, groups))
+        for step in steps
     ]
     running = not execution.is_finished
+    before = _span_row("earlier", summary.before, axis, end) if summary else []
+    after = _span_row("more", summary.after, axis, end) if summary else []
     return Timeline(
-        rows=[_execution_row(execution, axis, end), *_lanes(step_rows)],
+        rows=[_execution_row(execution, axis, end), *before, *_lanes(step_rows), *after],
         ticks=_ticks(axis),
         now_left=f"{axis.percent(now):.3f}" if running else None,
         span=format_duration(axis.span),
@@ -141,10 +147,45 @@ def branch_order(group: Step) -> dict[str, int]:
     return {branch_name(group.name, str(key)): index for index, key in enumerate(keys)}
 
 
-def _axis_end(execution: Execution, steps: list[Step], now: datetime) -> datetime:
+def _span_row(which: str, span: SpanSummary, axis: Axis, end: datetime) -> list[Row]:
+    """The steps before or after the window in one row: a bar from the first start to the
+    last end, labelled with their count."""
+    if not span.count:
+        return []
+    status = "failed" if span.failed else "running" if span.running else "completed"
+    first = (span.first_position or 0) + 1
+    last = (span.last_position or 0) + 1
+    name = f"{span.count:,} {which} step{'s' if span.count != 1 else ''}"
+    bars = []
+    if span.first_started:
+        until = span.last_finished if not span.running and span.last_finished else end
+        label = (
+            f"steps {first:,} to {last:,} · {span.count:,} steps, {span.failed:,} failed, "
+            f"{span.running:,} not ended · {clock(span.first_started)} → {clock(until)}"
+        )
+        bars.append(axis.bar("span", span.first_started, until, label))
+    return [
+        Row(
+            name=name,
+            anchor="steps-more" if which == "more" else "steps-title",
+            status=status,
+            started_at=span.first_started,
+            ended_at=span.last_finished if not span.running else None,
+            bars=bars,
+        )
+    ]
+
+
+def _axis_end(
+    execution: Execution, steps: list[Step], now: datetime, summary: StepSummary | None = None
+) -> datetime:
     """The end, or now while running; planned wake times still to come stretch the axis (not
     a wait's timeout, often days away: the step's card says when it is)."""
     moments = [execution.finished_at or now]
+    if summary is not None:
+        moments += [moment for moment in (summary.last_started, summary.last_finished) if moment]
+        if not execution.is_finished and summary.last_wake:
+            moments.append(summary.last_wake)
     for step in steps:
         planned = step.wake_at and step.status != StepStatus.WAITING
         if not execution.is_finished and planned:
@@ -189,7 +230,6 @@ def _execution_row(execution: Execution, axis: Axis, end: datetime) -> Row:
 
 def _step_row(
     step: Step,
-    position: int,
     axis: Axis,
     execution_end: datetime | None,
     now: datetime,
@@ -207,7 +247,7 @@ def _step_row(
         bars = _attempt_bars(step, axis, end, now)
     return Row(
         name=step.name,
-        anchor=f"step-{position}",
+        anchor=f"step-{step.position + 1}",
         status=step.status,
         started_at=step.started_at,
         ended_at=step.finished_at or execution_end,
@@ -264,7 +304,15 @@ def _attempt_bars(step: Step, axis: Axis, end: datetime, now: datetime) -> list[
     bars: list[Bar] = []
     allowed = step.retries + 1
     previous: Attempt | None = None
-    for attempt in step.attempts.all():
+    attempts = list(step.attempts.all())
+    earlier = step.attempt_count - len(attempts)
+    if earlier > 0 and attempts and step.started_at:
+        label = (
+            f"{step.name} · {earlier} earlier attempt{'s' if earlier != 1 else ''} · "
+            f"{clock(step.started_at)} → {clock(attempts[0].started_at)} · show them on the step"
+        )
+        bars.append(axis.bar("span", step.started_at, attempts[0].started_at, label))
+    for attempt in attempts:
         if previous is not None and previous.finished_at:
             bars.append(_backoff_bar(step, axis, previous.finished_at, attempt.started_at))
         bars.append(_attempt_bar(step, attempt, allowed, axis, end))
@@ -302,8 +350,11 @@ def _backoff_bar(
 
 def _ticks(axis: Axis) -> list[Tick]:
     span_ms = axis.span.total_seconds() * 1000
+    # Past the table (an execution running for weeks): whole days, still at most MAX_TICKS.
+    day_ms = TICK_STEPS_MS[-1]
     step_ms = next(
-        (step for step in TICK_STEPS_MS if span_ms / step <= MAX_TICKS), TICK_STEPS_MS[-1]
+        (step for step in TICK_STEPS_MS if span_ms / step <= MAX_TICKS),
+        math.ceil(span_ms / MAX_TICKS / day_ms) * day_ms,
     )
     ticks = []
     moment = 0
@@ -322,7 +373,9 @@ def tick_label(ms: float) -> str:
         return f"{ms / 1000:g} s"
     if ms < 3_600_000:
         return f"{ms / 60_000:g} m"
-    return f"{ms / 3_600_000:g} h"
+    if ms < 172_800_000:
+        return f"{ms / 3_600_000:g} h"
+    return f"{ms / 86_400_000:g} d"
 
 
 def clock(moment: datetime) -> str:

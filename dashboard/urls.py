@@ -19,6 +19,12 @@ urlpatterns = [
     path("bulk/<str:action>/", bulk_views.confirm_bulk, name="confirm_bulk"),
     path("bulk/<str:action>/run/", bulk_views.run_bulk, name="run_bulk"),
     path("executions/<str:execution_id>/", views.execution_detail, name="execution_detail"),
+    path("executions/<str:execution_id>/value/", views.stored_value, name="stored_value"),
+    path(
+        "executions/<str:execution_id>/steps/<int:position>/attempts/",
+        views.step_attempts,
+        name="step_attempts",
+    ),
     path("executions/<str:execution_id>/cancel/", views.cancel_execution, name="cancel"),
     path("executions/<str:execution_id>/rerun/", views.rerun_execution, name="rerun"),
     path("executions/<str:execution_id>/events/", views.send_event, name="send_event"),

@@ -44,6 +44,11 @@ def pretty(value: object, *, full: bool = False) -> JsonValue:
     )
 
 
+def preview(head: str, size: int) -> JsonValue:
+    """The first characters of a stored value too big for the page (as stored, not indented)."""
+    return JsonValue(text=head, html=highlight(head), size=size, truncated=True, is_null=False)
+
+
 def highlight(text: str) -> SafeString:
     """Wrap JSON tokens in spans; every character of `text` goes through escape() exactly once."""
     parts: list[str] = []

@@ -8,7 +8,7 @@ import contextlib
 from datetime import timedelta
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse, QueryDict
+from django.http import HttpRequest, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -18,13 +18,14 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseLocation, HttpResponseStopPolling
 from django_htmx.middleware import HtmxDetails
 
-from dashboard import queries
+from dashboard import execution_reads, queries
 from dashboard.forms import SendEventForm, TriggerForm, pretty_input
 from dashboard.presenters import ExecutionPage, load
+from dashboard.values import pretty
 from engine import events, registry, runtime
 from engine.errors import ExecutionAlreadyFinished, ExecutionNotFound, PloyError
 from engine.models import Execution, ExecutionStatus
-from engine.queries import InvalidQuery, get_execution, parse_execution_id
+from engine.queries import InvalidQuery, parse_execution_id
 
 COUNTERS_WINDOW = timedelta(hours=1)
 ACTIVITY_WINDOW = timedelta(hours=24)
@@ -148,20 +149,31 @@ def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER)
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     try:
-        execution = get_execution(execution_id)
+        after = steps_after(request)
+        page = load(
+            execution_id, now=timezone.now(), full=request.GET.get("full") == "1", after=after
+        )
     except ExecutionNotFound:
         if refreshes(request, "live"):
             return HttpResponseStopPolling("<p class='notice'>This execution no longer exists.</p>")
         return not_found(request, execution_id)
-    page = load(execution, now=timezone.now(), full=request.GET.get("full") == "1")
+    if refreshes(request, "steps-more"):
+        return render(request, f"{DETAIL_TEMPLATE}#steps-page", detail_context(request, page))
     if not refreshes(request, "live"):
         return render(request, DETAIL_TEMPLATE, detail_context(request, page))
-    if execution.is_finished:
+    if page.execution.is_finished:
         html = render_to_string(f"{DETAIL_TEMPLATE}#live", detail_context(request, page), request)
         return HttpResponseStopPolling(html)
     if request.GET.get("v") == page.fingerprint:
         return HttpResponse(status=204)
     return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
+
+
+def steps_after(request: HttpRequest) -> int | None:
+    """?steps_after=N: the page's steps start after position N (0-based); a bad value is an
+    unknown page, not an error worth more than the first steps."""
+    value = request.GET.get("steps_after", "")
+    return int(value) if value.isdigit() and len(value) < 10 else None
 
 
 def detail_context(
@@ -176,14 +188,69 @@ def detail_context(
     full_query = request.GET.copy()
     full_query.pop("v", None)
     full_query["full"] = "1"
+    more_query = request.GET.copy()
+    for name in ("v", "full"):
+        more_query.pop(name, None)
+    more_query["steps_after"] = str(page.next_after)
     return {
         "page": page,
         "execution": page.execution,
         "poll_url": f"{path}?{query.urlencode()}",
         "full_url": f"{path}?{full_query.urlencode()}",
+        "more_url": f"{path}?{more_query.urlencode()}" if page.next_after is not None else None,
+        "first_url": path,
+        # Reversed once here rather than in each step and attempt of the page.
+        "value_path": reverse("dashboard:stored_value", args=[page.execution.id]),
+        "workers_url": reverse("dashboard:worker_list"),
         "event_form": event_form or new_event_form(page),
         "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
     }
+
+
+@require_GET
+def step_attempts(request: HtmxHttpRequest, execution_id: str, position: int) -> HttpResponse:
+    """Every attempt of one step ("show all N attempts"); the page shows the last few."""
+    try:
+        step = execution_reads.step_at(execution_id, position - 1)
+    except ExecutionNotFound:
+        return not_found(request, execution_id)
+    item = {
+        "step": step,
+        "position": position,
+        "anchor": f"step-{position}",
+        "attempts": list(step.attempts.all()),
+        "hidden_attempts": 0,
+    }
+    context = {
+        "item": item,
+        "step": step,
+        "execution": {"id": step.execution_id},
+        "workers_url": reverse("dashboard:worker_list"),
+    }
+    template = f"{DETAIL_TEMPLATE}#attempts" if request.htmx else "dashboard/step_attempts.html"
+    return render(request, template, context)
+
+
+@require_GET
+def stored_value(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
+    """The whole input or output of an execution (?step=N: of its step N), which the page
+    shows cut: htmx swaps it in; a plain link gets the JSON itself."""
+    field = request.GET.get("of", "")
+    step = request.GET.get("step", "")
+    position = int(step) - 1 if step.isdigit() and 0 < len(step) < 10 else None
+    try:
+        value = execution_reads.stored_value(execution_id, field, position)
+    except ExecutionNotFound:
+        return not_found(request, execution_id)
+    if not request.htmx:
+        return JsonResponse(value, safe=False, json_dumps_params={"indent": 2})
+    prefix = f"step-{position + 1}" if position is not None else "execution"
+    context = {
+        "value": pretty(value, full=True),
+        "label": f"{'Step' if position is not None else 'Execution'} {field}",
+        "value_id": f"{prefix}-{field}",
+    }
+    return render(request, f"{DETAIL_TEMPLATE}#value", context)
 
 
 def new_event_form(page: ExecutionPage) -> SendEventForm:
@@ -210,7 +277,7 @@ def cancel_execution(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
         messages.success(request, "Execution cancelled.")
     if not request.htmx:
         return redirect("dashboard:execution_detail", execution_id=execution_id)
-    page = load(get_execution(execution_id), now=timezone.now())
+    page = load(execution_id, now=timezone.now())
     return render(request, f"{DETAIL_TEMPLATE}#live", detail_context(request, page))
 
 
@@ -241,7 +308,7 @@ def event_sent(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     that the execution had ended meanwhile)."""
     if not request.htmx:
         return redirect("dashboard:execution_detail", execution_id=execution_id)
-    page = load(get_execution(execution_id), now=timezone.now())
+    page = load(execution_id, now=timezone.now())
     context = detail_context(request, page, event_form=new_event_form(page))
     response = render(request, f"{DETAIL_TEMPLATE}#live", context)
     response["HX-Retarget"] = "#live"
@@ -252,15 +319,15 @@ def event_sent(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
 def event_refused(request: HtmxHttpRequest, execution_id: str, form: SendEventForm) -> HttpResponse:
     """The form again with its errors, in place (htmx), or in the whole page."""
     try:
-        execution = get_execution(execution_id)
+        page = load(execution_id, now=timezone.now())
     except ExecutionNotFound:
         return not_found(request, execution_id)
+    execution = page.execution
     if execution.is_finished:  # the page has no form any more: say so above how it ended
         messages.warning(
             request, f"Not sent: the execution had already ended ({execution.status})."
         )
         return event_sent(request, execution_id)
-    page = load(execution, now=timezone.now())
     context = detail_context(request, page, event_form=form)
     template = f"{DETAIL_TEMPLATE}#send-event" if request.htmx else DETAIL_TEMPLATE
     return render(request, template, context, status=422)

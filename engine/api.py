@@ -18,7 +18,7 @@ from ninja.openapi.docs import Swagger
 from ninja.openapi.schema import OpenAPISchema
 from ninja.security import HttpBearer
 
-from engine import events, queries, registry, rerun_api, runtime
+from engine import events, queries, records, registry, rerun_api, runtime
 from engine.config import shown
 from engine.errors import (
     ExecutionAlreadyFinished,
@@ -29,7 +29,6 @@ from engine.errors import (
     ScheduleNotFound,
     UnknownWorkflow,
 )
-from engine.records import ExecutionRecord
 from engine.reruns import InvalidRerun
 from engine.schemas import (
     JSON_VALUE,
@@ -40,6 +39,8 @@ from engine.schemas import (
     ExecutionOut,
     ExecutionPageOut,
     InvalidJSON,
+    StepFilters,
+    StepPageOut,
     TriggerOut,
     WorkflowOut,
     parse_json_input,
@@ -321,6 +322,19 @@ def get_execution(request: HttpRequest, id: str) -> ExecutionOut:
     return _execution(id)
 
 
+@router.get(
+    "/executions/{id}/steps",
+    operation_id="listExecutionSteps",
+    response={200: StepPageOut, **_errors(401, 404, 422)},
+    tags=["executions"],
+)
+def list_execution_steps(request: HttpRequest, id: str, filters: Query[StepFilters]) -> StepPageOut:
+    """The execution's steps in the order reached, with their attempts, a page at a time:
+    start from the execution's stepsNextCursor (or without a cursor, from the first step)."""
+    _refuse_unknown_parameters(request, StepFilters)
+    return StepPageOut.of(records.load_step_page(id, cursor=filters.cursor, limit=filters.limit))
+
+
 def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> None:
     """A misspelt filter (`?stauts=failed`) must not silently list everything."""
     names = [field.alias or name for name, field in schema.model_fields.items()]
@@ -331,8 +345,8 @@ def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> No
 
 
 def _execution(execution_id: str) -> ExecutionOut:
-    record = ExecutionRecord.of(queries.get_execution(execution_id))
-    return ExecutionOut.model_validate(record)
+    """The first page of steps inline, so the answer stays bounded whatever the execution."""
+    return ExecutionOut.of(*records.load_record_page(execution_id))
 
 
 def _read_input(request: HttpRequest) -> object:

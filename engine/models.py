@@ -167,6 +167,8 @@ class Step(models.Model):
 
     class Meta:
         ordering = ["execution", "position"]
+        # The pages of an execution's steps are keyset ranges on this index.
+        indexes = [models.Index(fields=["execution", "position"], name="step_execution_position")]
         constraints = [
             models.UniqueConstraint(fields=["execution", "name"], name="step_unique_name"),
         ]

@@ -108,3 +108,26 @@ def decode_cursor(cursor: str) -> uuid.UUID:
         raise InvalidQuery(
             f"cursor {cursor!r} is not valid: pass the nextCursor of a previous page"
         ) from None
+
+
+# An execution's steps page by position (keyset): the cursor is the last position listed.
+MAX_STEP_PAGE_SIZE = 200
+STEP_CURSOR = re.compile(r"[0-9]{1,9}")
+
+
+def check_step_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_STEP_PAGE_SIZE:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_STEP_PAGE_SIZE}, got {limit}")
+
+
+def encode_step_cursor(position: int) -> str:
+    return str(position)
+
+
+def decode_step_cursor(cursor: str) -> int:
+    if not STEP_CURSOR.fullmatch(cursor):
+        raise InvalidQuery(
+            f"cursor {cursor[:40]!r} is not valid: pass the stepsNextCursor or nextCursor of a "
+            "previous answer"
+        )
+    return int(cursor)

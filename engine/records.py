@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.db.models import QuerySet
+
 from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, Step
 
@@ -129,35 +131,98 @@ ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_trac
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker", "logs")
 
 
+# The HTTP API's execution lists this many steps inline; GET .../steps pages the rest.
+STEPS_INLINE = 100
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepPage:
+    steps: list[StepRecord]
+    next_cursor: str | None  # null once every step is listed
+
+
 def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
-    """The execution with its steps and attempts as records, in two queries whatever their
+    """The execution with every step and attempt as records, in two queries whatever their
     number, read as plain rows (no model instances: this is every `.run()`'s last read)."""
+    execution = _execution_row(execution_id, workflow=workflow)
+    steps = _step_records(Step.objects.filter(execution=execution))
+    return ExecutionRecord.of(execution, with_steps=False).with_steps(steps)
+
+
+def load_record_page(
+    execution_id: object, *, limit: int = STEPS_INLINE
+) -> tuple[ExecutionRecord, str | None]:
+    """The execution with its first `limit` steps, and the cursor of the next ones: two
+    queries, however many steps and attempts it has (the HTTP API's answer)."""
+    execution = _execution_row(execution_id)
+    page = _step_page(execution.id, after=None, limit=limit)
+    return ExecutionRecord.of(execution, with_steps=False).with_steps(page.steps), page.next_cursor
+
+
+def load_step_page(execution_id: object, *, cursor: str | None, limit: int) -> StepPage:
+    """The steps after `cursor` (a previous page's next_cursor), in the order reached."""
+    from engine.queries import decode_step_cursor, parse_execution_id
+
+    after = decode_step_cursor(cursor) if cursor else None
+    execution = Execution.objects.filter(id=parse_execution_id(execution_id)).values_list("id")
+    row = execution.first()
+    if row is None:
+        raise ExecutionNotFound(execution_id)
+    return _step_page(row[0], after=after, limit=limit)
+
+
+def _execution_row(execution_id: object, *, workflow: str | None = None) -> Execution:
     from engine.queries import parse_execution_id
 
     executions = Execution.objects.filter(id=parse_execution_id(execution_id))
     if workflow is not None:
         executions = executions.filter(workflow=workflow)
-    execution = executions.first()
+    execution: Execution | None = executions.first()
     if execution is None:
         raise ExecutionNotFound(execution_id)
-    rows = (
-        Step.objects.filter(execution=execution)
-        .order_by("position", "attempts__number")
-        .values_list(*STEP_FIELDS, *(f"attempts__{name}" for name in ATTEMPT_FIELDS))
+    return execution
+
+
+def _step_page(execution_id: object, *, after: int | None, limit: int) -> StepPage:
+    """One query: the page's step ids are a LIMITed subquery on the (execution, position)
+    index, joined with their attempts."""
+    from engine.queries import check_step_limit, encode_step_cursor
+
+    check_step_limit(limit)
+    steps = Step.objects.filter(execution_id=execution_id)
+    if after is not None:
+        steps = steps.filter(position__gt=after)
+    page_ids = steps.order_by("position").values("id")[: limit + 1]
+    records, positions = _step_records_at(Step.objects.filter(id__in=page_ids))
+    if len(records) <= limit:
+        return StepPage(steps=records, next_cursor=None)
+    return StepPage(steps=records[:limit], next_cursor=encode_step_cursor(positions[limit - 1]))
+
+
+def _step_records(steps: QuerySet[Step]) -> list[StepRecord]:
+    return _step_records_at(steps)[0]
+
+
+def _step_records_at(steps: QuerySet[Step]) -> tuple[list[StepRecord], list[int]]:
+    """Records of `steps` with their attempts, in position order, and those positions."""
+    rows = steps.order_by("position", "attempts__number").values_list(
+        "position", *STEP_FIELDS, *(f"attempts__{name}" for name in ATTEMPT_FIELDS)
     )
-    steps: dict[int, StepRecord] = {}
-    for row in rows:
+    records: dict[int, StepRecord] = {}
+    positions: list[int] = []
+    for position, *row in rows:
         step = dict(zip(STEP_FIELDS, row[: len(STEP_FIELDS)], strict=True))
-        record = steps.get(step["id"])
+        record = records.get(step["id"])
         if record is None:
             del step["id"]
             step["child_id"] = str(step["child_id"]) if step["child_id"] else None
             step["reused_from"] = str(step["reused_from"]) if step["reused_from"] else None
-            record = steps.setdefault(row[0], StepRecord(**step))
+            record = records.setdefault(row[0], StepRecord(**step))
+            positions.append(position)
         attempt = dict(zip(ATTEMPT_FIELDS, row[len(STEP_FIELDS) :], strict=True))
         if attempt["number"] is not None:
             record.attempts.append(_attempt_record(attempt))
-    return ExecutionRecord.of(execution, with_steps=False).with_steps(list(steps.values()))
+    return list(records.values()), positions
 
 
 def _attempt_record(row: dict) -> AttemptRecord:

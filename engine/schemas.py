@@ -15,8 +15,8 @@ from pydantic_core import PydanticCustomError
 
 from engine.config import BindingConfig
 from engine.models import AttemptStatus, ExecutionStatus, StepStatus
-from engine.queries import MAX_PAGE_SIZE, Page
-from engine.records import ExecutionRecord
+from engine.queries import MAX_PAGE_SIZE, MAX_STEP_PAGE_SIZE, STEP_CURSOR, Page
+from engine.records import ExecutionRecord, StepPage
 
 # Deeper documents parse or not depending on how deep the stack already is; a fixed limit
 # keeps every later reader (API, admin, dashboard, worker) far from Python's recursion limit.
@@ -209,7 +209,33 @@ class ExecutionSummaryOut(CamelSchema):
 
 
 class ExecutionOut(ExecutionSummaryOut):
-    steps: list[StepOut]
+    steps: list[StepOut] = Field(
+        description="The first 100 steps in the order reached; stepsNextCursor pages the rest."
+    )
+    steps_next_cursor: str | None = Field(
+        None,
+        description="Pass as `cursor` to GET /api/executions/{id}/steps for the steps after "
+        "these; null when every step is listed here.",
+    )
+
+    @classmethod
+    def of(cls, record: ExecutionRecord, steps_next_cursor: str | None) -> ExecutionOut:
+        execution = cls.model_validate(record)
+        return execution.model_copy(update={"steps_next_cursor": steps_next_cursor})
+
+
+class StepPageOut(CamelSchema):
+    items: list[StepOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next steps; null after the last one."
+    )
+
+    @classmethod
+    def of(cls, page: StepPage) -> StepPageOut:
+        return cls(
+            items=[StepOut.model_validate(step) for step in page.steps],
+            next_cursor=page.next_cursor,
+        )
 
 
 class ExecutionPageOut(CamelSchema):
@@ -288,3 +314,18 @@ class EventIn(Schema):
 
 class EventOut(CamelSchema):
     event_id: str
+
+
+StepCursor = Annotated[
+    str | None,
+    WithJsonSchema({"type": "string", "pattern": f"^({STEP_CURSOR.pattern})?$"}),
+]
+
+
+class StepFilters(Schema):
+    """Query parameters of GET /api/executions/{id}/steps."""
+
+    cursor: StepCursor = Field(
+        None, max_length=20, description="The stepsNextCursor or nextCursor of a previous answer."
+    )
+    limit: int = Field(100, ge=1, le=MAX_STEP_PAGE_SIZE)

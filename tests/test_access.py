@@ -18,6 +18,7 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.urls import URLPattern, reverse
+from django.urls.converters import IntConverter
 from uuid6 import uuid7
 
 from dashboard import access
@@ -67,7 +68,10 @@ def dashboard_urls_of(execution_id: str) -> list[str]:
     urls = []
     for pattern in dashboard_urls.urlpatterns:
         assert isinstance(pattern, URLPattern), "an include() here needs its own check"
-        arguments = dict.fromkeys(pattern.pattern.converters, execution_id)
+        arguments = {  # a step number where the URL takes a number, the execution's id else
+            name: "1" if isinstance(converter, IntConverter) else execution_id
+            for name, converter in pattern.pattern.converters.items()
+        }
         urls.append(reverse(f"dashboard:{pattern.name}", kwargs=arguments))
     return urls
 

@@ -518,6 +518,7 @@ def test_openapi_schema_lists_every_operation(client):
         ("/api/executions/{id}/events", "post"),
         ("/api/executions", "get"),
         ("/api/executions/{id}", "get"),
+        ("/api/executions/{id}/steps", "get"),
         ("/api/executions/{id}/cancel", "post"),
         ("/api/executions/cancel", "post"),
         ("/api/executions/rerun", "post"),
@@ -648,7 +649,7 @@ def test_an_unexpected_error_is_logged_with_its_traceback_and_answered_as_json(
     def broken(execution_id: object) -> None:
         raise RuntimeError("the database fell over")
 
-    monkeypatch.setattr("engine.api.queries.get_execution", broken)
+    monkeypatch.setattr("engine.api.records.load_record_page", broken)
     response = client.get(f"/api/executions/{uuid.uuid4()}")
     assert response.status_code == 500
     assert response["Content-Type"].startswith("application/json")

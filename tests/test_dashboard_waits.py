@@ -494,8 +494,9 @@ def test_the_execution_page_costs_the_same_queries_whatever_the_number_of_childr
 ) -> None:
     parent = make_fan_out(children)
 
-    # The execution, steps, attempts, events; children counted in one query, the first 50 in one.
-    with django_assert_num_queries(6):
+    # The execution, steps, attempts, the steps' summary, events; children counted in one
+    # query, the first 50 in one.
+    with django_assert_num_queries(7):
         response = client.get(detail_url(parent))
 
     html = response.content.decode()
@@ -513,7 +514,8 @@ def test_a_page_without_invoke_steps_does_not_look_for_children(
 ) -> None:
     execution_id = waiting_approval()
 
-    with django_assert_num_queries(4):
+    # The execution, steps, attempts, the steps' summary, events.
+    with django_assert_num_queries(5):
         client.get(detail_url(execution_id))
 
 

@@ -5,6 +5,7 @@
 // - keeps <details> open or closed as the user left them when htmx swaps a region
 // - opens the traceback of an attempt reached from the timeline
 // - asks before sending an event, naming its type; keeps that form as typed across refreshes
+// - keeps what the user loaded on demand (more steps, attempts, values) across live refreshes
 (function () {
   "use strict";
 
@@ -130,6 +131,37 @@
   document.addEventListener("htmx:configRequest", function (event) {
     const section = document.getElementById("send-event");
     if (section && section.dataset.touched) event.detail.headers["X-Keep-Event-Form"] = "true";
+  });
+  // On-demand loads (more steps, every attempt of a step, a whole value) carry data-load, the
+  // id of what they bring. While one is in flight the live refresh waits (its swap would
+  // drop the load's target); once loaded, refreshes keep it as it is (hx-preserve).
+  const loaded = new Set();
+  let loading = 0;
+  function isLoad(elt) { return Boolean(elt && elt.hasAttribute && elt.hasAttribute("data-load")); }
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    const elt = event.detail.elt;
+    if (!isLoad(elt)) {
+      if (elt.id === "live" && loading) event.preventDefault();
+      return;
+    }
+    // The link itself is swapped away with its target, so its own events reach no one: the
+    // request's end is read from the request.
+    const id = elt.getAttribute("data-load");
+    loading += 1;
+    event.detail.xhr.addEventListener("loadend", function () {
+      loading = Math.max(loading - 1, 0);
+      if (event.detail.xhr.status === 200) loaded.add(id);
+    });
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    if (!event.detail.target || event.detail.target.id !== "live") return;
+    if (loading) { event.detail.shouldSwap = false; return; }
+    let text = event.detail.serverResponse;
+    if (typeof text !== "string" || !loaded.size) return;
+    loaded.forEach(function (id) {
+      text = text.replace('id="' + id + '"', 'id="' + id + '" hx-preserve="true"');
+    });
+    event.detail.serverResponse = text;
   });
   function openTarget() {
     const id = decodeURIComponent(location.hash.slice(1));

@@ -1,0 +1,231 @@
+"""Bounded reads of one execution for its page: a window of its steps, the last attempts of each,
+previews of big values and a summary of the steps outside the window. Each is one query whatever
+the number of steps, attempts or bytes behind it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db.models import (
+    Count,
+    F,
+    Max,
+    Min,
+    Model,
+    Prefetch,
+    Q,
+    QuerySet,
+    Sum,
+    TextField,
+)
+from django.db.models.functions import Cast, Length, Substr
+
+from engine.errors import ExecutionNotFound
+from engine.models import Attempt, Execution, Step, StepStatus
+from engine.queries import parse_execution_id
+
+# The page shows this many steps, then a "more" link; and the last ATTEMPTS_SHOWN attempts of
+# each step, then "show all".
+STEPS_SHOWN = 50
+ATTEMPTS_SHOWN = 10
+# A stored value longer than this (in characters of its JSON) reaches the page as its first
+# PREVIEW_CHARS only; the whole value is loaded on demand.
+PREVIEW_CHARS = 10_000
+VALUE_FIELDS = ("input", "output")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CutValue:
+    """Stands for a stored value too big for the page: its first characters and its size."""
+
+    head: str
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpanSummary:
+    """The steps on one side of the window."""
+
+    count: int = 0
+    failed: int = 0
+    running: int = 0  # not ended
+    first_started: datetime | None = None
+    last_finished: datetime | None = None
+    first_position: int | None = None  # 0-based
+    last_position: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepSummary:
+    """Every step of the execution in a few figures, and those before and after the window.
+    `changes` is what a poll of a running execution compares beyond the window's own steps."""
+
+    total: int
+    invokes: int  # steps that start children
+    before: SpanSummary
+    after: SpanSummary
+    last_started: datetime | None = None
+    last_finished: datetime | None = None
+    last_wake: datetime | None = None  # of a sleep or a retry (not a wait's timeout)
+    waiting_event: str = ""  # an event type a step waits for now
+    changes: tuple[object, ...] = ()
+
+    def figures(self) -> tuple[object, ...]:
+        return (self.total, self.last_started, self.last_finished, self.last_wake, *self.changes)
+
+
+NO_SPAN = SpanSummary()
+FINISHED_STEP_STATUSES = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
+# What a poll compares: any step starting, ending, failing, retrying or beginning to wait.
+CHANGES = {
+    "ended": Count("id", filter=Q(status__in=FINISHED_STEP_STATUSES)),
+    "failed": Count("id", filter=Q(status=StepStatus.FAILED)),
+    "waiting": Count("id", filter=Q(status__in=(StepStatus.WAITING, StepStatus.SLEEPING))),
+    "attempts": Sum("attempt_count"),
+    "failures": Sum("failure_count"),
+}
+
+
+def previews(field: str) -> dict[str, object]:
+    text = Cast(field, TextField())
+    return {f"{field}_size": Length(text), f"{field}_head": Substr(text, 1, PREVIEW_CHARS)}
+
+
+def with_previews(queryset: QuerySet, *, full: bool) -> QuerySet:
+    """The JSON values stay in the database but for their first characters, unless `full`."""
+    if full:
+        return queryset
+    annotations: dict[str, object] = {}
+    for field in VALUE_FIELDS:
+        annotations.update(previews(field))
+    return queryset.defer(*VALUE_FIELDS).annotate(**annotations)
+
+
+def fill_previews(row: Model, *, full: bool) -> None:
+    """Set each deferred value: the value itself when it fits, else a CutValue."""
+    if full:
+        return
+    for field in VALUE_FIELDS:
+        size, head = getattr(row, f"{field}_size"), getattr(row, f"{field}_head")
+        if size is None:
+            value: object = None
+        elif size <= PREVIEW_CHARS:
+            value = json.loads(head)
+        else:
+            value = CutValue(head=head, size=size)
+        setattr(row, field, value)
+
+
+def execution_head(execution_id: object, *, full: bool = False) -> Execution:
+    """The execution row, with previews of its input and output: one query."""
+    executions = with_previews(Execution.objects.all(), full=full)
+    execution = executions.filter(id=parse_execution_id(execution_id)).first()
+    if execution is None:
+        raise ExecutionNotFound(execution_id)
+    fill_previews(execution, full=full)
+    return execution
+
+
+def last_attempts() -> Prefetch:
+    """The last ATTEMPTS_SHOWN attempts of each step, a range of the (step, number) index."""
+    attempts = Attempt.objects.filter(number__gt=F("step__attempt_count") - ATTEMPTS_SHOWN)
+    return Prefetch("attempts", queryset=attempts.order_by("number"))
+
+
+def step_window(
+    execution_id: uuid.UUID, *, after: int | None, full: bool = False, limit: int = STEPS_SHOWN
+) -> tuple[list[Step], bool]:
+    """Up to `limit` steps after position `after` (from the first if None), in order, with
+    their last attempts: two queries. The flag says whether more steps follow."""
+    steps = Step.objects.filter(execution_id=execution_id).order_by("position")
+    if after is not None:
+        steps = steps.filter(position__gt=after)
+    rows = list(with_previews(steps, full=full).prefetch_related(last_attempts())[: limit + 1])
+    for step in rows:
+        fill_previews(step, full=full)
+    return rows[:limit], len(rows) > limit
+
+
+def step_summary(
+    execution_id: uuid.UUID, window: list[Step], *, live: bool, after: int | None
+) -> StepSummary:
+    """Counts and times of the steps outside `window` and of all of them, in one query that
+    reads each step row once: only what the page shows (`live`: what a poll compares too;
+    `after`: the window starts past the first step, so some are before it)."""
+    last = window[-1].position if window else after if after is not None else -1
+    aggregates: dict[str, object] = {
+        "total": Count("id"),
+        "last_started": Max("started_at"),
+        "last_finished": Max("finished_at"),
+        "invokes": Count("id", filter=Q(child__isnull=False) | Q(input__has_key="binding")),
+        **span_aggregates("after", Q(position__gt=last)),
+    }
+    if after is not None:
+        first = window[0].position if window else after + 1
+        aggregates.update(span_aggregates("before", Q(position__lt=first)))
+    if live:
+        aggregates["last_wake"] = Max("wake_at", filter=~Q(status=StepStatus.WAITING))
+        aggregates["waiting_event"] = Max("event_type", filter=Q(status=StepStatus.WAITING))
+        aggregates.update(CHANGES)
+    figures = Step.objects.filter(execution_id=execution_id).aggregate(**aggregates)
+    return StepSummary(
+        total=figures["total"],
+        invokes=figures["invokes"],
+        before=span_summary("before", figures),
+        after=span_summary("after", figures),
+        last_started=figures["last_started"],
+        last_finished=figures["last_finished"],
+        last_wake=figures.get("last_wake"),
+        waiting_event=figures.get("waiting_event") or "",
+        changes=tuple(figures.get(name) for name in CHANGES),
+    )
+
+
+def span_aggregates(prefix: str, where: Q) -> dict[str, object]:
+    return {
+        f"{prefix}_count": Count("id", filter=where),
+        f"{prefix}_failed": Count("id", filter=where & Q(status=StepStatus.FAILED)),
+        f"{prefix}_running": Count("id", filter=where & ~Q(status__in=FINISHED_STEP_STATUSES)),
+        f"{prefix}_first_started": Min("started_at", filter=where),
+        f"{prefix}_last_finished": Max("finished_at", filter=where),
+        f"{prefix}_first_position": Min("position", filter=where),
+        f"{prefix}_last_position": Max("position", filter=where),
+    }
+
+
+def span_summary(prefix: str, figures: dict[str, object]) -> SpanSummary:
+    if f"{prefix}_count" not in figures:
+        return NO_SPAN
+    values = {name: figures[f"{prefix}_{name}"] for name in SpanSummary.__dataclass_fields__}
+    return SpanSummary(**values)  # type: ignore[arg-type]
+
+
+def step_at(execution_id: object, position: int) -> Step:
+    """One step by its position (0-based), with every attempt: two queries."""
+    step = (
+        Step.objects.filter(execution_id=parse_execution_id(execution_id), position=position)
+        .defer(*VALUE_FIELDS)
+        .prefetch_related(Prefetch("attempts", queryset=Attempt.objects.order_by("number")))
+        .first()
+    )
+    if step is None:
+        raise ExecutionNotFound(execution_id)
+    return step
+
+
+def stored_value(execution_id: object, field: str, position: int | None) -> object:
+    """The whole input or output of the execution, or of its step at `position`: one query."""
+    if field not in VALUE_FIELDS:
+        raise ExecutionNotFound(execution_id)
+    identity = parse_execution_id(execution_id)
+    if position is None:
+        rows = Execution.objects.filter(id=identity)
+    else:
+        rows = Step.objects.filter(execution_id=identity, position=position)
+    found = rows.values_list(field).first()
+    if found is None:
+        raise ExecutionNotFound(execution_id)
+    return found[0]
