@@ -123,3 +123,82 @@ def test_the_production_server_answers_a_reused_connection_without_delay(tmp_pat
     command = [gunicorn, "ployweb.wsgi", "-b", f"127.0.0.1:{port}", *extra]
     with server_process(command, port, tmp_path / "gunicorn.log"):
         assert_no_keep_alive_penalty(port)
+
+
+# --- database connections kept between requests -------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["postgres://ploy@127.0.0.1:5432/ploy", "sqlite:////tmp/x.db"])
+def test_the_web_process_keeps_its_database_connection_and_checks_it(url):
+    from ployweb.settings import _database
+
+    config = _database(url)
+    assert config["CONN_MAX_AGE"] >= 60
+    assert config["CONN_HEALTH_CHECKS"] is True
+
+
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database of its own."""
+    import uuid
+
+    from tests.test_scaleout import manage, reachable
+
+    if not reachable(5432):
+        pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
+    import psycopg
+
+    name = f"ployweb_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES}/{name}"
+    manage({"DATABASE_URL": url}, "migrate", "--verbosity", "0")
+    yield url
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def backends(url: str) -> set[int]:
+    """The server processes of the other connections to this database."""
+    import psycopg
+
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def read_executions(connection: http.client.HTTPConnection) -> None:
+    request_ms(connection, "/api/executions?limit=1")
+
+
+@pytest.mark.parametrize("server", ["gunicorn", "serve"])
+def test_requests_on_postgresql_reuse_one_connection(tmp_path, postgres_url, server, monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    port = free_port()
+    if server == "gunicorn":
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        command = [gunicorn, "ployweb.wsgi", "-b", f"127.0.0.1:{port}"]
+    else:  # the web server of `manage.py serve`, without its worker
+        code = (
+            "from django.core.management import call_command; "
+            "from ployweb.local_server import NoDelayRunserver; "
+            f"call_command(NoDelayRunserver(), '127.0.0.1:{port}', use_reloader=False)"
+        )
+        command = [sys.executable, str(ROOT / "manage.py"), "shell", "-c", code]
+    with server_process(command, port, tmp_path / "server.log"):
+        seen: list[set[int]] = []
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for _ in range(5):
+            read_executions(connection)
+            seen.append(backends(postgres_url))
+        connection.close()
+        assert len(seen[0]) == 1 and all(pids == seen[0] for pids in seen), seen
+        if server == "serve":
+            # A thread per client connection: its database connection ends with it.
+            wait_for(lambda: not backends(postgres_url), timeout=10)
