@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,13 +11,18 @@ from django.db.models import Count, Q, QuerySet, Subquery
 
 from engine.errors import ExecutionNotFound
 from engine.models import Event, Execution, ExecutionStatus, Step, StepStatus
-from engine.queries import InvalidQuery, filter_executions, keyset_page, parse_execution_id
+from engine.queries import (
+    InvalidQuery,
+    filter_executions,
+    id_prefix_range,
+    keyset_page,
+    parse_execution_id,
+)
 
 PAGE_SIZE = 50
 # The execution page shows this many children and events; the rest is a link away.
 CHILDREN_SHOWN = 50
 EVENTS_SHOWN = 50
-HEX_ID = re.compile(r"^[0-9a-f]{1,32}$")
 # The list shows no payloads: leave the JSON columns in the database.
 LIST_DEFERRED = ("input", "output", "error")
 
@@ -55,12 +59,12 @@ class ListPage:
 
 def id_range(search: str) -> tuple[uuid.UUID, uuid.UUID]:
     """Every id starting with `search`: a range on the primary key, so any prefix stays fast."""
-    digits = search.strip().lower().replace("-", "")
-    if not HEX_ID.match(digits):
+    bounds = id_prefix_range(search)
+    if bounds is None:
         raise InvalidQuery(
             f"{search.strip()!r} is not (the start of) an execution id: use hex digits and dashes"
         )
-    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+    return bounds
 
 
 def filtered_executions(filters: ListFilters) -> QuerySet[Execution]:
