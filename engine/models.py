@@ -93,8 +93,12 @@ class Execution(models.Model):
             models.Index(fields=["status", "-id"], name="execution_status_id"),
             models.Index(fields=["workflow", "-id"], name="execution_workflow_id"),
             models.Index(fields=["workflow", "status", "-id"], name="execution_workflow_status_id"),
-            # Covers the "last hour by status" counters: a range read of the index alone.
-            models.Index(fields=["created_at", "status"], name="execution_created_status"),
+            # The "last hour" and "last 24 hours" counts: a range count per (workflow,) status,
+            # read from the index alone.
+            models.Index(fields=["status", "created_at"], name="execution_status_created"),
+            models.Index(
+                fields=["workflow", "status", "created_at"], name="execution_workflow_created"
+            ),
             # The admin's search by a whole idempotency key, whatever the workflow.
             models.Index(
                 fields=["idempotency_key"],
