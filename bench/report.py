@@ -280,8 +280,18 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = path.with_suffix(".png")
         drawn = chart(self.results, self.sides, self.sizes, picture)
-        path.write_text(self.page(picture.name if drawn else None))
+        path.write_text(self.page(picture.name if drawn else None) + kept_sections(path))
         return [path, picture] if drawn else [path]
+
+
+# Sections from this line on are written by other benchmark commands; a rewrite keeps them.
+KEPT_MARKER = "<!-- Below: figures of other benchmark commands, kept when ploy_bench rewrites -->"
+
+
+def kept_sections(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    start = text.find(KEPT_MARKER)
+    return "\n" + text[start:] if start >= 0 else ""
 
 
 GOALS = (
