@@ -28,6 +28,8 @@ __all__ = ["RUN_PERMISSION", "ExecutionAdmin", "event_admin", "step_admin", "wor
 # Who may cancel, rerun and trigger, here and on the dashboard (dashboard.access): the ORM's
 # change permission (superusers have it).
 RUN_PERMISSION = "engine.change_execution"
+# A key is unique per workflow: a search by one finds at most one execution per workflow.
+KEYED_SHOWN = 100
 
 
 class HasParentFilter(admin.SimpleListFilter):
@@ -81,10 +83,13 @@ class ExecutionAdmin(
     actions = ("cancel_selected", "rerun_selected")
 
     def word_condition(self, word: str) -> Q:
-        """The start of an id, or a whole idempotency key: both are seeks on the primary key
-        (the key's own index gives its ids), so their OR stays an index lookup."""
-        keyed = Execution.objects.filter(idempotency_key=word).values("id")
-        return super().word_condition(word) | Q(id__in=keyed)
+        """The start of an id, or a whole idempotency key. The key's ids are read first (its own
+        index) and passed as values: an OR with a subquery makes PostgreSQL read the whole
+        primary key, while an OR of a range and a few values stays on it."""
+        keyed = Execution.objects.filter(idempotency_key=word).values_list("id", flat=True)
+        ids = list(keyed[:KEYED_SHOWN])
+        condition = super().word_condition(word)
+        return condition | Q(id__in=ids) if ids else condition
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # "The children of X", linked from an execution's page and the dashboard.
