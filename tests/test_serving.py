@@ -194,11 +194,12 @@ def test_requests_on_postgresql_reuse_one_connection(tmp_path, postgres_url, ser
     with server_process(command, port, tmp_path / "server.log"):
         seen: list[set[int]] = []
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        for _ in range(5):
+        for _ in range(10):
             read_executions(connection)
             seen.append(backends(postgres_url))
         connection.close()
-        assert len(seen[0]) == 1 and all(pids == seen[0] for pids in seen), seen
+        # Kept after each request, and never more than one per thread (gunicorn.conf.py: 8).
+        assert all(seen) and len(set().union(*seen)) <= (8 if server == "gunicorn" else 1), seen
         if server == "serve":
             # A thread per client connection: its database connection ends with it.
             wait_for(lambda: not backends(postgres_url), timeout=10)
