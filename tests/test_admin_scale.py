@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from engine import admin_scale
 from engine.models import Execution
 from tests.test_api import make_execution
+from tests.test_serving import postgres_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -131,3 +132,28 @@ def test_facet_counts_are_never_offered(admin_client):
     html, queries = sql_of(admin_client, LISTS[0], _facets="True")
     assert "Show counts" not in html
     assert_bounded(queries)
+
+
+ESTIMATE = """
+from django.db import connection
+from engine.admin_scale import estimated_rows
+from engine.models import Execution
+from tests.test_api import make_execution
+from tests.test_serving import postgres_url  # noqa: F401 - a fixture
+print(estimated_rows(Execution, "default"))
+for _ in range(30):
+    make_execution()
+with connection.cursor() as cursor:
+    cursor.execute("ANALYZE engine_execution")
+print(estimated_rows(Execution, "default"))
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postgresql_gives_its_planner_estimate(postgres_url):  # noqa: F811
+    from tests.test_scaleout import manage
+
+    output = manage({"DATABASE_URL": postgres_url}, "shell", "-c", ESTIMATE)
+    before, after = output.splitlines()[-2:]
+    assert before in ("None", "0"), "unknown until the table was first analyzed"
+    assert after == "30"
