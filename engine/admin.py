@@ -59,6 +59,7 @@ class ExecutionAdmin(
     search_fields = ("id", "idempotency_key")
     search_help_text = "An execution id or its first characters, or a whole idempotency key."
     list_per_page = 50
+    list_deferred = ("input", "output", "error")
     ordering = ("-id",)
     fields = (
         "id",

@@ -58,11 +58,20 @@ def estimated_rows(model: type[Model], alias: str) -> int | None:
 
 
 class BoundedListMixin:
-    """Bounded counts, and no facet counts (each would count the whole table per choice)."""
+    """Bounded counts, no facet counts (each would count the whole table per choice), and the
+    list leaves `list_deferred` (payload columns, up to PLOY_MAX_PAYLOAD_BYTES each) unread."""
 
     paginator = BoundedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
+    list_deferred: tuple[str, ...] = ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)  # type: ignore[misc]
+        match = request.resolver_match
+        if self.list_deferred and match and match.url_name.endswith("_changelist"):
+            return queryset.defer(*self.list_deferred)
+        return queryset
 
 
 def workflow_filter(field: str) -> type[admin.SimpleListFilter]:

@@ -90,6 +90,7 @@ class StepAdmin(
     exact_fields = ("name",)
     search_help_text = "The start of an execution id, and a step name (the whole name)."
     list_select_related = ("execution",)
+    list_deferred = ("input", "output", "error")
     ordering = ("-id",)
     fields = (
         "execution_page",

@@ -157,3 +157,16 @@ def test_postgresql_gives_its_planner_estimate(postgres_url):  # noqa: F811
     before, after = output.splitlines()[-2:]
     assert before in ("None", "0"), "unknown until the table was first analyzed"
     assert after == "30"
+
+
+@pytest.mark.parametrize(
+    ("url", "table"), [(LISTS[0], "engine_execution"), (LISTS[1], "engine_step")]
+)
+def test_the_lists_leave_the_payloads_in_the_database(admin_client, url, table):
+    many_executions(2)
+    _html, queries = sql_of(admin_client, url)
+    [page] = [sql for sql in queries if sql.startswith(f'SELECT "{table}"."id"')]
+    assert f'"{table}"."input"' not in page and f'"{table}"."output"' not in page
+    execution = Execution.objects.first()
+    change = admin_client.get(f"{LISTS[0]}{execution.id}/change/")
+    assert change.status_code == 200 and "input" in change.content.decode()
