@@ -280,13 +280,25 @@ class Report:
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = path.with_suffix(".png")
         drawn = chart(self.results, self.sides, self.sizes, picture)
-        # The scale benchmark's sections (ploy_scale_bench) stay at the end of the page.
-        from bench.scale_report import kept_sections
+        # The scale benchmark's sections (ploy_scale_bench) and the figures of other commands
+        # (after KEPT_MARKER) stay on the page.
+        from bench.scale_report import kept_sections as scale_sections
 
-        kept = kept_sections(path)
-        text = self.page(picture.name if drawn else None)
-        path.write_text(text.rstrip("\n") + "\n\n" + kept if kept else text)
+        tail = kept_sections(path)
+        scale = scale_sections(path) if scale_sections(path) not in tail else ""
+        text = self.page(picture.name if drawn else None).rstrip("\n") + "\n"
+        path.write_text(text + ("\n" + scale if scale else "") + tail)
         return [path, picture] if drawn else [path]
+
+
+# Sections from this line on are written by other benchmark commands; a rewrite keeps them.
+KEPT_MARKER = "<!-- Below: figures of other benchmark commands, kept when ploy_bench rewrites -->"
+
+
+def kept_sections(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    start = text.find(KEPT_MARKER)
+    return "\n" + text[start:] if start >= 0 else ""
 
 
 GOALS = (

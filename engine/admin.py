@@ -1,51 +1,36 @@
 """Django admin: executions, steps, attempts and events are read-only; cancel, rerun and
-trigger go through engine.runtime, as the API and the dashboard do."""
+trigger go through engine.runtime, as the API and the dashboard do. The execution admin lives
+here; steps and attempts, events and workers each have a module of their own, registered by
+importing them below."""
 
 from __future__ import annotations
 
-import json
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString
 
-from engine import attempt_logs, runtime
-from engine.admin_reruns import RerunFromStepAdminMixin, RerunFromStepInlineMixin
+from engine import event_admin, runtime, step_admin, worker_admin
+from engine.admin_display import PayloadMixin, ReadOnlyMixin, children_url, execution_link
+from engine.admin_reruns import RerunFromStepAdminMixin
+from engine.admin_scale import BoundedListMixin, IdPrefixSearchMixin, workflow_filter
 from engine.errors import ExecutionAlreadyFinished, PloyError
 from engine.forms import TriggerForm
-from engine.models import Attempt, Event, Execution, Step, Worker
+from engine.models import Execution
+
+__all__ = ["RUN_PERMISSION", "ExecutionAdmin", "event_admin", "step_admin", "worker_admin"]
 
 # Who may cancel, rerun and trigger, here and on the dashboard (dashboard.access): the ORM's
 # change permission (superusers have it).
 RUN_PERMISSION = "engine.change_execution"
-
-
-def pretty_json(value: object) -> SafeString:
-    """Indented, and escaped by format_html: stored payloads are user data."""
-    text = json.dumps(value, indent=2, ensure_ascii=False)
-    return format_html('<pre style="margin: 0; white-space: pre-wrap">{}</pre>', text)
-
-
-def traceback_html(attempt: Attempt) -> SafeString | str:
-    if not attempt.error_traceback:
-        return "-"
-    return format_html('<pre style="margin: 0">{}</pre>', attempt.error_traceback)
-
-
-def execution_link(execution_id: object) -> SafeString:
-    url = reverse("admin:engine_execution_change", args=[execution_id])
-    return format_html('<a href="{}">{}</a>', url, execution_id)
-
-
-def children_url(execution_id: object) -> str:
-    return reverse("admin:engine_execution_changelist") + f"?parent__id__exact={execution_id}"
+# A key is unique per workflow: a search by one finds at most one execution per workflow.
+KEYED_SHOWN = 100
 
 
 class HasParentFilter(admin.SimpleListFilter):
@@ -65,146 +50,22 @@ class HasParentFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ReadOnlyMixin:
-    """Rows change only through engine.runtime, never by editing them here."""
-
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-
-ATTEMPT_FIELDS = (
-    "number",
-    "status",
-    "error_type",
-    "error_message",
-    "traceback",
-    "started_at",
-    "finished_at",
-    "worker",
-    "logs_text",
-)
-
-
-class PayloadMixin:
-    """Input, output and error of an execution or a step, as indented, escaped JSON."""
-
-    @admin.display(description="input")
-    def input_json(self, row: Execution | Step) -> SafeString:
-        return pretty_json(row.input)
-
-    @admin.display(description="output")
-    def output_json(self, row: Execution | Step) -> SafeString:
-        return pretty_json(row.output)
-
-    @admin.display(description="error")
-    def error_json(self, row: Execution | Step) -> SafeString:
-        return pretty_json(row.error)
-
-
-class AttemptFieldsMixin:
-    """An attempt's fields, read-only, with its traceback escaped and folded."""
-
-    fields = ATTEMPT_FIELDS
-    readonly_fields = ATTEMPT_FIELDS
-
-    @admin.display(description="traceback")
-    def traceback(self, attempt: Attempt) -> SafeString | str:
-        return traceback_html(attempt)
-
-    @admin.display(description="logs")
-    def logs_text(self, attempt: Attempt) -> SafeString | str:
-        if not attempt.logs:
-            return "-"
-        text = "\n".join(attempt_logs.as_text(line) for line in attempt.logs)
-        lines = len(attempt.logs)
-        return format_html(
-            '<details><summary>{} line{}</summary><pre style="margin: 0">{}</pre></details>',
-            lines,
-            "" if lines == 1 else "s",
-            text,
-        )
-
-
-class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
-    model = Attempt
-    extra = 0
-
-
-class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline):
-    model = Step
-    fk_name = "execution"
-    extra = 0
-    show_change_link = True
-    fields = (
-        "name",
-        "status",
-        "input_json",
-        "output_json",
-        "attempts_list",
-        "started_at",
-        "finished_at",
-        "reused_from_link",
-        "rerun_from_link",
-    )
-    readonly_fields = fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
-        return super().get_queryset(request).prefetch_related("attempts")
-
-    @admin.display(description="attempts")
-    def attempts_list(self, step: Step) -> SafeString:
-        """Each attempt in a line; the step's own page shows the tracebacks."""
-        rows = [
-            (attempt.number, attempt.status, _attempt_error(attempt))
-            for attempt in step.attempts.all()
-        ]
-        return format_html_join("", "<div>#{} {}{}</div>", rows) or "-"
-
-
-def _attempt_error(attempt: Attempt) -> str:
-    return f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else ""
-
-
-class EventFieldsMixin:
-    """An event's payload as escaped JSON, and the step that received it."""
-
-    @admin.display(description="payload")
-    def payload_json(self, event: Event) -> SafeString:
-        return pretty_json(event.payload)
-
-    @admin.display(description="received by")
-    def consumer(self, event: Event) -> SafeString | str:
-        if event.consumed_by_id is None:
-            return "- (kept until a step waits for its type)"
-        url = reverse("admin:engine_step_change", args=[event.consumed_by_id])
-        return format_html('<a href="{}">{}</a>', url, event.consumed_by.name)
-
-
-class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
-    model = Event
-    extra = 0
-    fields = ("type", "payload_json", "created_at", "consumer", "consumed_at")
-    readonly_fields = fields
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
-        return super().get_queryset(request).select_related("consumed_by")
-
-
 @admin.register(Execution)
-class ExecutionAdmin(RerunFromStepAdminMixin, PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
+class ExecutionAdmin(
+    RerunFromStepAdminMixin,
+    BoundedListMixin,
+    IdPrefixSearchMixin,
+    PayloadMixin,
+    ReadOnlyMixin,
+    admin.ModelAdmin,
+):
     list_display = ("id", "workflow", "binding", "status", "created_at", "finished_at")
-    list_filter = ("workflow", "status", HasParentFilter)
-    # UUID lookups ignore dashes on every database: a full id or any part of one matches.
+    list_filter = (workflow_filter("workflow"), "status", HasParentFilter)
+    # The start of an id is a range on the primary key; a key matches exactly, on its index.
     search_fields = ("id", "idempotency_key")
-    search_help_text = "An execution id (or part of one), or an idempotency key."
-    show_full_result_count = False
+    search_help_text = "An execution id or its first characters, or a whole idempotency key."
     list_per_page = 50
+    list_deferred = ("input", "output", "error")
     ordering = ("-id",)
     fields = (
         "id",
@@ -226,8 +87,17 @@ class ExecutionAdmin(RerunFromStepAdminMixin, PayloadMixin, ReadOnlyMixin, admin
         "error_json",
     )
     readonly_fields = fields
-    inlines = (StepInline, EventInline)
+    inlines = (step_admin.StepInline, event_admin.EventInline)
     actions = ("cancel_selected", "rerun_selected")
+
+    def word_condition(self, word: str) -> Q:
+        """The start of an id, or a whole idempotency key. The key's ids are read first (its own
+        index) and passed as values: an OR with a subquery makes PostgreSQL read the whole
+        primary key, while an OR of a range and a few values stays on it."""
+        keyed = Execution.objects.filter(idempotency_key=word).values_list("id", flat=True)
+        ids = list(keyed[:KEYED_SHOWN])
+        condition = super().word_condition(word)
+        return condition | Q(id__in=ids) if ids else condition
 
     def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
         # "The children of X", linked from an execution's page and the dashboard.
@@ -353,126 +223,6 @@ def _back_to(request: HttpRequest) -> HttpResponse | None:
     if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
         return HttpResponseRedirect(target)
     return None
-
-
-@admin.register(Step)
-class StepAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("name", "execution", "status", "started_at", "finished_at")
-    list_filter = ("execution__workflow", "status")
-    search_fields = ("execution__id", "name")
-    search_help_text = "An execution id (or part of one), or a step name."
-    show_full_result_count = False
-    list_select_related = ("execution",)
-    fields = (
-        "execution_page",
-        "name",
-        "position",
-        "status",
-        "retries",
-        "attempt_count",
-        "started_at",
-        "finished_at",
-        "wake_at",
-        "event_type",
-        "child_link",
-        "branch_of",
-        "input_json",
-        "output_json",
-        "error_json",
-    )
-    readonly_fields = fields
-    inlines = (AttemptInline,)
-
-    @admin.display(description="execution")
-    def execution_page(self, step: Step) -> SafeString:
-        return execution_link(step.execution_id)
-
-    @admin.display(description="child")
-    def child_link(self, step: Step) -> SafeString | str:
-        if step.child_id:
-            return execution_link(step.child_id)
-        if step.input and isinstance(step.input, dict) and "children" in step.input:
-            url = children_url(step.execution_id)
-            return format_html('<a href="{}">the children of its execution</a>', url)
-        return "-"
-
-
-@admin.register(Attempt)
-class AttemptAdmin(AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
-    list_display = (
-        "step",
-        "number",
-        "status",
-        "error_type",
-        "started_at",
-        "finished_at",
-        "worker",
-    )
-    list_filter = ("step__execution__workflow", "status")
-    search_fields = ("step__execution__id", "step__name", "error_type", "worker")
-    search_help_text = (
-        "An execution id (or part of one), a step name, an error type or a worker id."
-    )
-    show_full_result_count = False
-    list_select_related = ("step",)
-    fields = ("step", *ATTEMPT_FIELDS)
-    readonly_fields = fields
-
-
-@admin.register(Event)
-class EventAdmin(EventFieldsMixin, ReadOnlyMixin, admin.ModelAdmin):
-    """Events as they were sent; they change only when a waiting step receives them."""
-
-    list_display = ("id", "execution", "type", "created_at", "consumer", "consumed_at")
-    list_filter = ("type",)
-    search_fields = ("execution__id", "type")
-    search_help_text = "An execution id (or part of one), or an event type."
-    show_full_result_count = False
-    list_select_related = ("execution", "consumed_by")
-    ordering = ("-id",)
-    fields = (
-        "id",
-        "execution_page",
-        "type",
-        "payload_json",
-        "created_at",
-        "consumer",
-        "consumed_at",
-    )
-    readonly_fields = fields
-
-    @admin.display(description="execution")
-    def execution_page(self, event: Event) -> SafeString:
-        return execution_link(event.execution_id)
-
-
-@admin.register(Worker)
-class WorkerAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """Worker rows as their processes wrote them; the dashboard's Workers page also counts a live
-    row silent past the timeout as dead."""
-
-    list_display = ("id", "host", "pid", "threads", "status", "started_at", "last_seen_at")
-    list_filter = ("status",)
-    search_fields = ("id", "host")
-    search_help_text = "A worker id (or part of one), or a host name."
-    ordering = ("-started_at", "-id")
-    fields = (
-        "id",
-        "host",
-        "pid",
-        "threads",
-        "status",
-        "started_at",
-        "last_seen_at",
-        "stopped_at",
-    )
-    readonly_fields = fields
-
-    def view_on_site(self, worker: Worker) -> str | None:
-        try:
-            return reverse("dashboard:worker_list") + f"#worker-{worker.id}"
-        except NoReverseMatch:
-            return None
 
 
 from engine import schedule_admin  # noqa: E402,F401  (registers the Schedule admin)

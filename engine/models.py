@@ -109,7 +109,18 @@ class Execution(models.Model):
             models.Index(fields=["status", "-id"], name="execution_status_id"),
             models.Index(fields=["workflow", "-id"], name="execution_workflow_id"),
             models.Index(fields=["workflow", "status", "-id"], name="execution_workflow_status_id"),
-            models.Index(fields=["created_at"], name="execution_created"),
+            # The "last hour" and "last 24 hours" counts: a range count per (workflow,) status,
+            # read from the index alone.
+            models.Index(fields=["status", "created_at"], name="execution_status_created"),
+            models.Index(
+                fields=["workflow", "status", "created_at"], name="execution_workflow_created"
+            ),
+            # The admin's search by a whole idempotency key, whatever the workflow.
+            models.Index(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="execution_idempotency_key",
+            ),
             models.Index(fields=["status", "wake_at"], name="execution_status_wake"),
             models.Index(fields=["owner"], name="execution_owner"),
             models.Index(fields=["parent", "parent_step", "status"], name="execution_parent"),

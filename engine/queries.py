@@ -15,6 +15,7 @@ from engine.models import Attempt, Execution, ExecutionStatus, Step
 
 MAX_PAGE_SIZE = 200
 CURSOR = re.compile(r"[A-Za-z0-9_-]{22}")
+HEX_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
 class InvalidQuery(ValueError):
@@ -32,6 +33,15 @@ def parse_execution_id(value: object) -> uuid.UUID:
         return uuid.UUID(str(value))
     except (ValueError, TypeError, AttributeError):
         raise ExecutionNotFound(value) from None
+
+
+def id_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """Every id starting with `text` (dashes and case ignored), as a range on the key, so any
+    prefix is an index seek; None when `text` cannot start an id."""
+    digits = text.strip().lower().replace("-", "")
+    if not HEX_ID.fullmatch(digits):
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
 def get_execution(execution_id: object, *, workflow: str | None = None) -> Execution:

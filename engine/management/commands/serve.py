@@ -13,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from dashboard import access
+from ployweb.local_server import NoDelayRunserver
 
 PR_SET_PDEATHSIG = 1
 
@@ -39,7 +40,7 @@ class Command(BaseCommand):
         self.stdout.write(f"ployweb: dashboard on http://{host}:{port}/ (worker pid {worker.pid})")
         self.stdout.write(f"ployweb: {access.describe()}")
         try:
-            call_command("runserver", f"{host}:{port}", use_reloader=False)
+            call_command(NoDelayRunserver(), f"{host}:{port}", use_reloader=False)
         finally:
             self.stdout.write("ployweb: stopping the worker (Ctrl-C again to stop it at once)")
             _stop_worker(worker)

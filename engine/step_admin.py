@@ -1,0 +1,172 @@
+"""The admin's steps and attempts: read-only, inline on their execution and as lists."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from engine import attempt_logs
+from engine.admin_display import (
+    PayloadMixin,
+    ReadOnlyMixin,
+    children_url,
+    execution_link,
+    traceback_html,
+)
+from engine.admin_reruns import RerunFromStepInlineMixin
+from engine.admin_scale import BoundedListMixin, IdPrefixSearchMixin, workflow_filter
+from engine.models import Attempt, Step
+
+ATTEMPT_FIELDS = (
+    "number",
+    "status",
+    "error_type",
+    "error_message",
+    "traceback",
+    "started_at",
+    "finished_at",
+    "worker",
+    "logs_text",
+)
+
+
+class AttemptFieldsMixin:
+    """An attempt's fields, read-only, with its traceback escaped and folded."""
+
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
+
+    @admin.display(description="traceback")
+    def traceback(self, attempt: Attempt) -> SafeString | str:
+        return traceback_html(attempt)
+
+    @admin.display(description="logs")
+    def logs_text(self, attempt: Attempt) -> SafeString | str:
+        if not attempt.logs:
+            return "-"
+        text = "\n".join(attempt_logs.as_text(line) for line in attempt.logs)
+        lines = len(attempt.logs)
+        return format_html(
+            '<details><summary>{} line{}</summary><pre style="margin: 0">{}</pre></details>',
+            lines,
+            "" if lines == 1 else "s",
+            text,
+        )
+
+
+class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+    model = Attempt
+    extra = 0
+
+
+class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline):
+    model = Step
+    fk_name = "execution"
+    extra = 0
+    show_change_link = True
+    fields = (
+        "name",
+        "status",
+        "input_json",
+        "output_json",
+        "attempts_list",
+        "started_at",
+        "finished_at",
+        "reused_from_link",
+        "rerun_from_link",
+    )
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
+        return super().get_queryset(request).prefetch_related("attempts")
+
+    @admin.display(description="attempts")
+    def attempts_list(self, step: Step) -> SafeString:
+        """Each attempt in a line; the step's own page shows the tracebacks."""
+        rows = [
+            (attempt.number, attempt.status, _attempt_error(attempt))
+            for attempt in step.attempts.all()
+        ]
+        return format_html_join("", "<div>#{} {}{}</div>", rows) or "-"
+
+
+def _attempt_error(attempt: Attempt) -> str:
+    return f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else ""
+
+
+@admin.register(Step)
+class StepAdmin(
+    BoundedListMixin, IdPrefixSearchMixin, PayloadMixin, ReadOnlyMixin, admin.ModelAdmin
+):
+    list_display = ("name", "execution", "status", "started_at", "finished_at")
+    list_filter = (workflow_filter("execution__workflow"), "status")
+    search_fields = ("execution__id", "name")
+    id_field = "execution_id"
+    exact_fields = ("name",)
+    search_help_text = "The start of an execution id, and a step name (the whole name)."
+    list_select_related = ("execution",)
+    list_deferred = ("input", "output", "error")
+    ordering = ("-id",)
+    fields = (
+        "execution_page",
+        "name",
+        "position",
+        "status",
+        "retries",
+        "attempt_count",
+        "started_at",
+        "finished_at",
+        "wake_at",
+        "event_type",
+        "child_link",
+        "branch_of",
+        "input_json",
+        "output_json",
+        "error_json",
+    )
+    readonly_fields = fields
+    inlines = (AttemptInline,)
+
+    @admin.display(description="execution")
+    def execution_page(self, step: Step) -> SafeString:
+        return execution_link(step.execution_id)
+
+    @admin.display(description="child")
+    def child_link(self, step: Step) -> SafeString | str:
+        if step.child_id:
+            return execution_link(step.child_id)
+        if step.input and isinstance(step.input, dict) and "children" in step.input:
+            url = children_url(step.execution_id)
+            return format_html('<a href="{}">the children of its execution</a>', url)
+        return "-"
+
+
+@admin.register(Attempt)
+class AttemptAdmin(
+    BoundedListMixin, IdPrefixSearchMixin, AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin
+):
+    list_display = (
+        "step",
+        "number",
+        "status",
+        "error_type",
+        "started_at",
+        "finished_at",
+        "worker",
+    )
+    list_filter = (workflow_filter("step__execution__workflow"), "status")
+    search_fields = ("step__execution__id", "step__name", "error_type", "worker")
+    id_field = "step__execution_id"
+    # Attempts have no index on these: each alone reads attempts until the page is full.
+    exact_fields = ("step__name", "error_type", "worker__startswith")
+    search_help_text = (
+        "The start of an execution id, and a step name or an error type (whole), or the start "
+        "of a worker id."
+    )
+    list_select_related = ("step",)
+    ordering = ("-id",)
+    fields = ("step", *ATTEMPT_FIELDS)
+    readonly_fields = fields
