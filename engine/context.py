@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import TypeVar, cast
 
 from django.db import connections
 
@@ -32,6 +33,8 @@ MAX_RETRY_SECONDS = 30.0
 SLEEP_PREFIX = "sleep:"
 # A step whose worker died this many times (killed, out of memory...) fails instead of looping.
 MAX_INTERRUPTED_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 def retry_delay(failures: int) -> timedelta:
@@ -127,12 +130,12 @@ class StepContext(WaitingSteps):
     def run(
         self,
         name: str,
-        fn: Callable[[], object],
+        fn: Callable[[], T],
         *,
         input: object = None,
         retries: int | None = None,
         timeout: float | None = None,
-    ) -> object:
+    ) -> T:
         """Run `fn` once and persist its result; on a replay return the stored result.
         `timeout` (seconds) fails an attempt that runs longer (StepTimeout, retried)."""
         _check_step_name(name)
@@ -144,9 +147,10 @@ class StepContext(WaitingSteps):
                     f"step.run({name!r}, timeout=...) must be a number of seconds > 0, "
                     f"got {timeout!r}"
                 )
-            fn = _bounded(self, name, fn, timeout)
+            fn = cast(Callable[[], T], _bounded(self, name, fn, timeout))
         self._enter(name, f"step.run({name!r})")
-        return self._run_step(name, fn, input=input, retries=retries)
+        # Typed as fn's result, though it is that result as read back from JSON.
+        return cast(T, self._run_step(name, fn, input=input, retries=retries))
 
     def _run_step(
         self,

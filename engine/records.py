@@ -5,9 +5,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, Step
+
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,13 +72,15 @@ class StepRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutionRecord:
+class ExecutionRecord(Generic[InputT, OutputT]):
+    """Typed by the binding it was read through (`WorkflowBinding[Input, Output]`)."""
+
     id: str
     binding: str
     workflow: str
     status: str
-    input: object
-    output: object
+    input: InputT
+    output: OutputT | None
     error: dict | None
     created_at: datetime
     started_at: datetime | None
@@ -83,7 +89,9 @@ class ExecutionRecord:
     parent_id: str | None = None  # the execution whose invoke step started this one
 
     @classmethod
-    def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
+    def of(
+        cls: type[ExecutionRecord[Any, Any]], execution: Execution, *, with_steps: bool = True
+    ) -> ExecutionRecord[Any, Any]:
         """With steps, `execution` must come with steps and attempts prefetched."""
         return cls(
             id=str(execution.id),
@@ -100,7 +108,7 @@ class ExecutionRecord:
             parent_id=str(execution.parent_id) if execution.parent_id else None,
         )
 
-    def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:
+    def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord[InputT, OutputT]:
         return dataclasses.replace(self, steps=steps)
 
     @property
@@ -118,7 +126,7 @@ ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_trac
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
 
 
-def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
+def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord[Any, Any]:
     """The execution with its steps and attempts as records, in two queries whatever their
     number, read as plain rows (no model instances: this is every `.run()`'s last read)."""
     from engine.queries import parse_execution_id

@@ -55,13 +55,18 @@ _lock = threading.Lock()
 def load(path: Path | str | None = None) -> Registry:
     """Load ploy.yaml and its module, and make them the process's registry."""
     global _current
-    config = load_config(path or settings.PLOY_CONFIG)
-    for warning in config.warnings:
-        logger.warning("%s", warning)
-    registry = Registry(config=config, workflows=_definitions(config))
+    registry = read(path)
     with _lock:
         _current = registry
     return registry
+
+
+def read(path: Path | str | None = None) -> Registry:
+    """Load ploy.yaml and its module, leaving the process's registry as it is."""
+    config = load_config(path or settings.PLOY_CONFIG)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return Registry(config=config, workflows=_definitions(config))
 
 
 def current() -> Registry:
