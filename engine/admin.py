@@ -4,6 +4,7 @@ trigger go through engine.runtime, as the API and the dashboard do."""
 from __future__ import annotations
 
 import json
+from typing import Any, ClassVar, cast
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -53,10 +54,12 @@ class HasParentFilter(admin.SimpleListFilter):
     title = "parent"
     parameter_name = "has_parent"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "has a parent"), ("no", "top-level")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet[Execution]:
         if self.value() == "yes":
             return queryset.filter(parent__isnull=False)
         if self.value() == "no":
@@ -108,15 +111,15 @@ class PayloadMixin:
 class AttemptFieldsMixin:
     """An attempt's fields, read-only, with its traceback escaped and folded."""
 
-    fields = ATTEMPT_FIELDS
-    readonly_fields = ATTEMPT_FIELDS
+    fields: ClassVar[tuple[str, ...]] = ATTEMPT_FIELDS
+    readonly_fields: ClassVar[tuple[str, ...]] = ATTEMPT_FIELDS
 
     @admin.display(description="traceback")
     def traceback(self, attempt: Attempt) -> SafeString | str:
         return traceback_html(attempt)
 
 
-class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):  # type: ignore[misc]  # tuples, as the admin takes them
     model = Attempt
     extra = 0
 
@@ -141,7 +144,7 @@ class StepInline(PayloadMixin, ReadOnlyMixin, admin.TabularInline):
         return super().get_queryset(request).prefetch_related("attempts")
 
     @admin.display(description="attempts")
-    def attempts_list(self, step: Step) -> SafeString:
+    def attempts_list(self, step: Step) -> SafeString | str:
         """Each attempt in a line; the step's own page shows the tracebacks."""
         rows = [
             (attempt.number, attempt.status, _attempt_error(attempt))
@@ -166,7 +169,7 @@ class EventFieldsMixin:
         if event.consumed_by_id is None:
             return "- (kept until a step waits for its type)"
         url = reverse("admin:engine_step_change", args=[event.consumed_by_id])
-        return format_html('<a href="{}">{}</a>', url, event.consumed_by.name)
+        return format_html('<a href="{}">{}</a>', url, cast(Step, event.consumed_by).name)
 
 
 class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
@@ -211,7 +214,7 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
     inlines = (StepInline, EventInline)
     actions = ("cancel_selected", "rerun_selected")
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # "The children of X", linked from an execution's page and the dashboard.
         return lookup == "parent__id__exact" or super().lookup_allowed(lookup, value, request)
 
@@ -219,7 +222,7 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         return request.user.has_perm(RUN_PERMISSION)
 
     def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
@@ -229,7 +232,7 @@ class ExecutionAdmin(PayloadMixin, ReadOnlyMixin, admin.ModelAdmin):
         request: HttpRequest,
         object_id: str,
         form_url: str = "",
-        extra_context: dict | None = None,
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
         return super().change_view(request, object_id, form_url, context)

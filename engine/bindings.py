@@ -106,7 +106,7 @@ def current_env() -> Env:
     global _env_cache
     current = registry.current()
     if _env_cache is None or _env_cache[0] is not current:
-        workflows = {
+        workflows: dict[str, WorkflowBinding[Any, Any]] = {
             binding.binding: WorkflowBinding(binding) for binding in current.config.workflows
         }
         _env_cache = (current, Env(workflows, databases_of(current.config)))

@@ -8,6 +8,7 @@ import reprlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -89,7 +90,7 @@ def shown(value: object, limit: int = 80) -> str:
 
 def parse_duration(what: str, value: object) -> float:
     """A number of seconds, or a string with ms, s, m, h or d ("90s", "1h"); at most a year."""
-    seconds = value
+    seconds: Any = value
     if isinstance(value, str):
         match = DURATION.fullmatch(value.strip())
         seconds = float(match[1]) * DURATION_UNITS[match[2]] if match else None
@@ -134,7 +135,7 @@ class PloyLoader(yaml.SafeLoader):
                 note="fix the value",
             ) from None
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         # Plain YAML keeps the last of two equal keys; merged keys (`<<: *base`) may be
         # overridden, so only the mapping's own keys are compared.
         seen = set()
@@ -217,7 +218,7 @@ def load_config(path: Path | str) -> PloyConfig:
     )
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -305,7 +306,7 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
     key = f"workflow.{_key_name(binding)}"
     _check_binding_name(path, key, binding)
     if isinstance(value, str):
-        return BindingConfig(binding=binding, name=_workflow_name(path, key, value))
+        return BindingConfig(binding=str(binding), name=_workflow_name(path, key, value))
     if not isinstance(value, dict):
         raise ConfigError(
             path,
@@ -323,7 +324,7 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
     except ValueError as error:
         raise ConfigError(path, str(error)) from None
     name = _workflow_name(path, f"{key}.name", value["name"])
-    return BindingConfig(binding=binding, name=name, retries=retries, timeout=timeout)
+    return BindingConfig(binding=str(binding), name=name, retries=retries, timeout=timeout)
 
 
 def _check_binding_name(path: Path, key: str, binding: object) -> None:

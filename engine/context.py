@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from django.db import connections
 
@@ -98,8 +98,9 @@ class StepContext(WaitingSteps):
         step takes the next position (not a parallel branch, nor an empty fan-out)."""
         self.reraise_latched()
         self._check_not_nested(call)
-        if self._deadline is not None and self._clock() >= self._deadline:
-            raise self._latch(self._on_deadline())  # latched: the execution fails
+        deadline, on_deadline = self._deadline, self._on_deadline
+        if deadline is not None and on_deadline is not None and self._clock() >= deadline:
+            raise self._latch(on_deadline())  # latched: the execution fails
         with self._lock:
             if name in self._used:
                 raise StepMisuse(
@@ -214,7 +215,9 @@ class StepContext(WaitingSteps):
         until = _aware_time(when)
         self._sleep("step.sleep_until()", lambda now: until, {"until": until.isoformat()})
 
-    def _sleep(self, call: str, wake_time: Callable[[datetime], datetime], input: dict) -> None:
+    def _sleep(
+        self, call: str, wake_time: Callable[[datetime], datetime], input: dict[str, Any]
+    ) -> None:
         self._sleeps += 1
         name = f"{SLEEP_PREFIX}{self._sleeps}"
         self._enter(name, call)
@@ -239,7 +242,7 @@ class StepContext(WaitingSteps):
             return
         if step.status == StepStatus.COMPLETED:
             return
-        if step.wake_at > now:
+        if step.wake_at is not None and step.wake_at > now:
             raise self._latch(Suspend(step.wake_at))
         with self._write():
             step.status = StepStatus.COMPLETED
@@ -336,7 +339,7 @@ def _bounded(
     function, so it goes on in the background and its late result is discarded."""
 
     def call() -> object:
-        outcome: dict[str, object] = {}
+        outcome: dict[str, Any] = {}
         done = threading.Event()
 
         def target() -> None:

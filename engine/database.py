@@ -6,10 +6,11 @@ import fcntl
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -32,14 +33,14 @@ class PreparedStatement:
     def bind(self, *params: object) -> PreparedStatement:
         return PreparedStatement(self._database, self._sql, params)
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         cursor = self._database.connection().execute(self._sql, self._params)
         return {
             "success": True,
             "meta": {"changes": cursor.rowcount, "last_row_id": cursor.lastrowid},
         }
 
-    def all(self) -> dict:
+    def all(self) -> dict[str, Any]:
         cursor = self._database.connection().execute(self._sql, self._params)
         return {"success": True, "results": [dict(row) for row in cursor.fetchall()]}
 
@@ -64,7 +65,7 @@ class Database:
     def prepare(self, sql: str) -> PreparedStatement:
         return PreparedStatement(self, sql)
 
-    def exec(self, sql: str) -> dict:
+    def exec(self, sql: str) -> dict[str, Any]:
         """Run one or more statements (DDL), as Ploy's `DB.exec`."""
         self.connection().executescript(sql)
         return {"success": True}
@@ -131,7 +132,7 @@ def _apply(connection: sqlite3.Connection, file: Path) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path):
+def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -35,7 +35,7 @@ class AttemptStatus(models.TextChoices):
 FINISHED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
 
 
-class ExecutionQuerySet(models.QuerySet):
+class ExecutionQuerySet(models.QuerySet["Execution"]):
     def running(self) -> ExecutionQuerySet:
         return self.filter(status=ExecutionStatus.RUNNING)
 

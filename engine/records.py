@@ -18,7 +18,7 @@ OutputT = TypeVar("OutputT")
 class AttemptRecord:
     number: int
     status: str
-    error: dict | None
+    error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     worker: str = ""  # the id of the worker that ran it
@@ -48,7 +48,7 @@ class StepRecord:
     status: str
     input: object
     output: object
-    error: dict | None
+    error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     wake_at: datetime | None
@@ -81,7 +81,7 @@ class ExecutionRecord(Generic[InputT, OutputT]):
     status: str
     input: InputT
     output: OutputT | None
-    error: dict | None
+    error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -120,9 +120,24 @@ class ExecutionRecord(Generic[InputT, OutputT]):
         return self.status != "running"
 
 
-STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
+STEP_FIELDS: tuple[str, ...] = (
+    "id",
+    "name",
+    "status",
+    "input",
+    "output",
+    "error",
+    "started_at",
+    "finished_at",
+)
 STEP_FIELDS += ("wake_at", "child_id")
-ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
+ATTEMPT_FIELDS: tuple[str, ...] = (
+    "number",
+    "status",
+    "error_type",
+    "error_message",
+    "error_traceback",
+)
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker")
 
 
@@ -156,7 +171,7 @@ def load_record(execution_id: object, *, workflow: str | None = None) -> Executi
     return ExecutionRecord.of(execution, with_steps=False).with_steps(list(steps.values()))
 
 
-def _attempt_record(row: dict) -> AttemptRecord:
+def _attempt_record(row: dict[str, Any]) -> AttemptRecord:
     error = None
     if row["error_type"]:
         error = {

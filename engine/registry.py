@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -95,10 +96,12 @@ def _definitions(config: PloyConfig) -> dict[str, WorkflowDefinition]:
     return definitions
 
 
-def _import_workflows(main: Path) -> dict:
+def _import_workflows(main: Path) -> dict[str, Any]:
     digest = hashlib.sha1(str(main).encode()).hexdigest()[:10]
     module_name = f"ploy_workflows_{main.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, main)
+    if spec is None or spec.loader is None:
+        raise ConfigError(main, "it cannot be imported as a Python module: give it a .py name")
     module = importlib.util.module_from_spec(spec)
     # The module may import its neighbours, as a script would.
     if str(main.parent) not in sys.path:

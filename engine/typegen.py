@@ -148,7 +148,7 @@ class _Names:
 
     def _named(self, hint: type | typing.NewType) -> str:
         module = getattr(hint, "__module__", "")
-        qualname = getattr(hint, "__qualname__", None) or getattr(hint, "__name__", "")
+        qualname = str(getattr(hint, "__qualname__", None) or getattr(hint, "__name__", ""))
         if module == "builtins":
             return qualname
         if not module or not qualname or "<locals>" in qualname:
