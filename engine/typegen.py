@@ -85,7 +85,8 @@ def _hint(config: PloyConfig, workflow: str, handler: Callable[..., object], wha
         return typing.Any
     if not isinstance(raw, str):
         return raw
-    namespace = getattr(inspect.unwrap(handler), "__globals__", {})
+    function = inspect.unwrap(getattr(handler, "func", handler))  # a functools.partial's too
+    namespace = getattr(function, "__globals__", {})
     try:
         return eval(raw, namespace)  # the module's own annotation, in the module's namespace
     except Exception as error:

@@ -286,8 +286,8 @@ def load_env_class(path: Path) -> type[object]:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_workflow_triggered_through_the_typed_env_runs(project: Path) -> None:
-    path = typegen.write(registry.load(project / "ploy.yaml"))
     try:
+        path = typegen.write(registry.load(project / "ploy.yaml"))
         env = get_ploy_context(load_env_class(path)).env
         execution_id = env.ORDERS.trigger({"sku": "a-1", "quantity": 4}).execution_id
         runtime.run_execution(execution_id)
