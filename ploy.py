@@ -1,15 +1,38 @@
 """The example workflow of the Ploy guide: validate, process and store a value."""
 
+from __future__ import annotations
 
-def data_processing(*, input, env, step):
-    def validate():
+from typing import TYPE_CHECKING, TypedDict
+
+if TYPE_CHECKING:  # ploy_env.py is written by `manage.py ploy_types` from this module
+    from engine.context import StepContext
+    from ploy_env import PloyEnv
+
+
+class WorkflowInput(TypedDict):
+    action: str
+    value: float
+
+
+class WorkflowOutput(TypedDict):
+    action: str
+    originalValue: float
+    processedValue: float
+
+
+class Processed(TypedDict):
+    processedValue: float
+
+
+def data_processing(*, input: WorkflowInput, env: PloyEnv, step: StepContext) -> WorkflowOutput:
+    def validate() -> dict[str, object]:
         if not input.get("action"):
             raise ValueError("Missing action")
         return {"valid": True, "action": input["action"]}
 
     step.run("validate", validate)
 
-    def process():
+    def process() -> Processed:
         value = input["value"]
         if input["action"] == "double":
             result = value * 2
@@ -39,7 +62,7 @@ def data_processing(*, input, env, step):
     }
 
 
-def report_failure(error, *, env):
+def report_failure(error: Exception, *, env: PloyEnv) -> None:
     print(f"data_processing failed: {error}")
 
 

@@ -5,6 +5,8 @@ importing them below."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
@@ -39,10 +41,12 @@ class HasParentFilter(admin.SimpleListFilter):
     title = "parent"
     parameter_name = "has_parent"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple]:
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
         return [("yes", "has a parent"), ("no", "top-level")]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet:
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Execution]) -> QuerySet[Execution]:
         if self.value() == "yes":
             return queryset.filter(parent__isnull=False)
         if self.value() == "no":
@@ -99,7 +103,7 @@ class ExecutionAdmin(
         condition = super().word_condition(word)
         return condition | Q(id__in=ids) if ids else condition
 
-    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
         # "The children of X", linked from an execution's page and the dashboard.
         return lookup == "parent__id__exact" or super().lookup_allowed(lookup, value, request)
 
@@ -107,7 +111,7 @@ class ExecutionAdmin(
         return request.user.has_perm(RUN_PERMISSION)
 
     def changelist_view(
-        self, request: HttpRequest, extra_context: dict | None = None
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
         context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
         return super().changelist_view(request, context)
@@ -117,7 +121,7 @@ class ExecutionAdmin(
         request: HttpRequest,
         object_id: str,
         form_url: str = "",
-        extra_context: dict | None = None,
+        extra_context: dict[str, Any] | None = None,
     ) -> HttpResponse:
         context = {"can_run": self.has_run_permission(request), **(extra_context or {})}
         return super().change_view(request, object_id, form_url, context)

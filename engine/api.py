@@ -8,14 +8,16 @@ import hmac
 import logging
 import re
 from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import BadRequest, RequestDataTooBig, SuspiciousOperation
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
-from ninja import Header, NinjaAPI, Path, Query, Router, Schema, Status
+from ninja import NinjaAPI, Query, Router, Schema, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.openapi.docs import Swagger
 from ninja.openapi.schema import OpenAPISchema
+from ninja.params import functions as params
 from ninja.security import HttpBearer
 
 from engine import events, queries, records, registry, rerun_api, runtime
@@ -106,7 +108,8 @@ class ApiToken(HttpBearer):
 
     def authenticate(self, request: HttpRequest, token: str) -> bool:
         # Constant time, so the answer's timing does not leak how much of the token matched.
-        return hmac.compare_digest(token.encode(), settings.PLOY_API_TOKEN.encode())
+        expected = settings.PLOY_API_TOKEN
+        return expected is not None and hmac.compare_digest(token.encode(), expected.encode())
 
 
 class PloyAPI(NinjaAPI):
@@ -114,14 +117,15 @@ class PloyAPI(NinjaAPI):
     whose schema declares the bearer token only when one is set."""
 
     @property
-    def urls(self) -> tuple[list, str, str]:
-        patterns, app_name, namespace = super().urls
+    def urls(self) -> tuple[list[Any], str, str]:
+        urls: tuple[list[Any], str, str] = super().urls
+        patterns, app_name, namespace = urls
         for pattern in patterns:
             pattern.callback = _json_405(pattern.callback)
         return patterns, app_name, namespace
 
     def get_openapi_schema(
-        self, *, path_prefix: str | None = None, path_params: dict | None = None
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
     ) -> OpenAPISchema:
         schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
         components = schema.setdefault("components", {})
@@ -199,7 +203,7 @@ def invalid_parameters(request: HttpRequest, error: ValidationError) -> HttpResp
     return _error(request, 422, "; ".join(_describe(item) for item in error.errors))
 
 
-def _describe(item: dict) -> str:
+def _describe(item: dict[str, Any]) -> str:
     source, *where = [str(part) for part in item.get("loc", ())] or ["request"]
     name = ".".join(where) or source
     return f"{source} parameter {name!r}: {item.get('msg', 'is not valid')}"
@@ -216,12 +220,12 @@ def _errors(*statuses: int) -> dict[int, type[ErrorOut]]:
     return dict.fromkeys(statuses, ErrorOut)
 
 
-BINDING_OR_WORKFLOW = Path(
+BINDING_OR_WORKFLOW = params.Path(
     ...,
     description="A binding of ploy.yaml, or the name of a workflow bound there.",
-    examples=["DATA_FLOW"],
+    examples=["DATA_FLOW"],  # type: ignore[arg-type]  # a list, as pydantic takes it
 )
-IDEMPOTENCY_KEY = Header(
+IDEMPOTENCY_KEY = params.Header(
     None,
     alias="Idempotency-Key",
     max_length=255,

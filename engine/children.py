@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
@@ -18,6 +19,8 @@ from engine.models import Execution, Step
 def wake_parent(child: Execution, *, completed: bool = True) -> None:
     """The parent's wait is over once the last child of its step has ended, or at once when
     one did not complete (failed, cancelled)."""
+    if child.parent_id is None:
+        return
     parents = Execution.objects.running().filter(id=child.parent_id)
     if not list(parents.select_for_update().values_list("id", flat=True)):
         return  # the parent ended; locked otherwise, so two last children cannot both miss
@@ -28,7 +31,7 @@ def wake_parent(child: Execution, *, completed: bool = True) -> None:
         return
     woken = parents.update(wake_at=Now())
     if woken and not parents.filter(owner__isnull=False).exists():
-        transaction.on_commit(partial(_enqueue, child.parent_id))
+        transaction.on_commit(partial(_enqueue, [child.parent_id]))
 
 
 def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.UUID]:
@@ -56,7 +59,7 @@ def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.
         groups = {(config.binding, child.concurrency_key) for child in children}
         concurrency.fill(groups, registry.current().config)
     else:
-        transaction.on_commit(lambda: [_enqueue(child_id) for child_id in ids])
+        transaction.on_commit(partial(_enqueue, ids))
     return ids
 
 
@@ -70,7 +73,9 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _enqueue(execution_id: uuid.UUID) -> None:
+def _enqueue(execution_ids: Sequence[uuid.UUID | None]) -> None:
     from engine.runtime import enqueue
 
-    enqueue(execution_id)
+    for execution_id in execution_ids:
+        if execution_id is not None:
+            enqueue(execution_id)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, cached_property
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 from django.db.models import F, Value
@@ -73,7 +74,7 @@ class Claim:
         )
 
     @property
-    def _fence_sql(self) -> tuple[str, tuple[object, ...]]:
+    def _fence_sql(self) -> tuple[str, tuple[Any, ...]]:
         """The fence check, in plain SQL: it runs in every one of a step's transactions."""
         execution_id = Execution._meta.pk.get_db_prep_value(self.execution_id, connection)
         return _fence_query(), (execution_id, ExecutionStatus.RUNNING.value, self.owner, self.epoch)

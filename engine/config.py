@@ -9,7 +9,7 @@ import reprlib
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -114,7 +114,7 @@ def shown(value: object, limit: int = 80) -> str:
 
 def parse_duration(what: str, value: object) -> float:
     """A number of seconds, or a string with ms, s, m, h or d ("90s", "1h"); at most a year."""
-    seconds = value
+    seconds: Any = value
     if isinstance(value, str):
         match = DURATION.fullmatch(value.strip())
         seconds = float(match[1]) * DURATION_UNITS[match[2]] if match else None
@@ -159,7 +159,7 @@ class PloyLoader(yaml.SafeLoader):
                 note="fix the value",
             ) from None
 
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict:
+    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         # Plain YAML keeps the last of two equal keys; merged keys (`<<: *base`) may be
         # overridden, so only the mapping's own keys are compared.
         seen = set()
@@ -247,7 +247,7 @@ def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> P
     )
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -335,7 +335,7 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
     key = f"workflow.{_key_name(binding)}"
     _check_binding_name(path, key, binding)
     if isinstance(value, str):
-        return BindingConfig(binding=binding, name=_workflow_name(path, key, value))
+        return BindingConfig(binding=str(binding), name=_workflow_name(path, key, value))
     if not isinstance(value, dict):
         raise ConfigError(
             path,

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django.db import connections
 
@@ -34,6 +34,8 @@ MAX_RETRY_SECONDS = 30.0
 SLEEP_PREFIX = "sleep:"
 # A step whose worker died this many times (killed, out of memory...) fails instead of looping.
 MAX_INTERRUPTED_ATTEMPTS = 5
+
+T = TypeVar("T")
 
 
 def retry_delay(failures: int) -> timedelta:
@@ -97,8 +99,9 @@ class StepContext(WaitingSteps):
         step takes the next position (not a parallel branch, nor an empty fan-out)."""
         self.reraise_latched()
         self._check_not_nested(call)
-        if self._deadline is not None and self._clock() >= self._deadline:
-            raise self._latch(self._on_deadline())  # latched: the execution fails
+        deadline, on_deadline = self._deadline, self._on_deadline
+        if deadline is not None and on_deadline is not None and self._clock() >= deadline:
+            raise self._latch(on_deadline())  # latched: the execution fails
         with self._lock:
             if name in self._used:
                 raise StepMisuse(
@@ -129,12 +132,12 @@ class StepContext(WaitingSteps):
     def run(
         self,
         name: str,
-        fn: Callable[[], object],
+        fn: Callable[[], T],
         *,
         input: object = None,
         retries: int | None = None,
         timeout: float | None = None,
-    ) -> object:
+    ) -> T:
         """Run `fn` once and persist its result; on a replay return the stored result.
         `timeout` (seconds) fails an attempt that runs longer (StepTimeout, retried)."""
         _check_step_name(name)
@@ -146,9 +149,10 @@ class StepContext(WaitingSteps):
                     f"step.run({name!r}, timeout=...) must be a number of seconds > 0, "
                     f"got {timeout!r}"
                 )
-            fn = _bounded(self, name, fn, timeout)
+            fn = cast(Callable[[], T], _bounded(self, name, fn, timeout))
         self._enter(name, f"step.run({name!r})")
-        return self._run_step(name, fn, input=input, retries=retries)
+        # Typed as fn's result, though it is that result as read back from JSON.
+        return cast(T, self._run_step(name, fn, input=input, retries=retries))
 
     def _run_step(
         self,
@@ -239,7 +243,9 @@ class StepContext(WaitingSteps):
         until = _aware_time(when)
         self._sleep("step.sleep_until()", lambda now: until, {"until": until.isoformat()})
 
-    def _sleep(self, call: str, wake_time: Callable[[datetime], datetime], input: dict) -> None:
+    def _sleep(
+        self, call: str, wake_time: Callable[[datetime], datetime], input: dict[str, Any]
+    ) -> None:
         self._sleeps += 1
         name = f"{SLEEP_PREFIX}{self._sleeps}"
         self._enter(name, call)
@@ -264,7 +270,7 @@ class StepContext(WaitingSteps):
             return
         if step.status == StepStatus.COMPLETED:
             return
-        if step.wake_at > now:
+        if step.wake_at is not None and step.wake_at > now:
             raise self._latch(Suspend(step.wake_at))
         with self._write():
             step.status = StepStatus.COMPLETED
@@ -374,7 +380,7 @@ def _bounded(
     function, so it goes on in the background and its late result is discarded."""
 
     def call() -> object:
-        outcome: dict[str, object] = {}
+        outcome: dict[str, Any] = {}
         done = threading.Event()
 
         def target() -> None:

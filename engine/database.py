@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlparse
 from django.conf import settings
@@ -70,7 +71,7 @@ class Database:
     def prepare(self, sql: str) -> PreparedStatement:
         return PreparedStatement(self, sql)
 
-    def exec(self, sql: str) -> dict:
+    def exec(self, sql: str) -> dict[str, Any]:
         """Run one or more statements (DDL), as Ploy's `DB.exec`."""
         connection = self.connection()
         if connection.in_transaction:
@@ -179,7 +180,7 @@ def _apply(connection: sqlite3.Connection, file: Path) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path):
+def _file_lock(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

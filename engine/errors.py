@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -103,7 +105,7 @@ class StepMisuse(PloyError):
 class RecordedFailure(PloyError):
     """A failure decided by an earlier run, given to on_error when that run died before it."""
 
-    def __init__(self, details: dict) -> None:
+    def __init__(self, details: dict[str, Any]) -> None:
         self.details = details
         self.type = details.get("type", "Error")
         super().__init__(f"{self.type}: {details.get('message', '')}")

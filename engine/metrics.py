@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import (
     BigIntegerField,
@@ -60,6 +61,10 @@ from engine.models import (
     WorkerStatus,
 )
 from engine.workers import DEAD_ROWS_KEPT, timeout
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.sql.compiler import SQLCompiler
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +213,7 @@ def attempt_durations() -> Metric:
     return histogram
 
 
-def _recent_attempts() -> list[dict]:
+def _recent_attempts() -> list[Mapping[str, Any]]:
     """(workflow, status, bucket, count, total seconds): the smallest bucket each fits in."""
     latest = Attempt.objects.order_by("-id").values("id")[:1]
     oldest_id = ExpressionWrapper(
@@ -241,7 +246,9 @@ class Seconds(Func):
     arity = 2
     output_field = FloatField()
 
-    def as_sqlite(self, compiler: object, connection: object, **extra: object) -> tuple:
+    def as_sqlite(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
+    ) -> tuple[str, tuple[str | int, ...]]:
         return self.as_sql(
             compiler,
             connection,

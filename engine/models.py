@@ -44,7 +44,7 @@ class SlotStatus(models.TextChoices):
 FINISHED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
 
 
-class ExecutionQuerySet(models.QuerySet):
+class ExecutionQuerySet(models.QuerySet["Execution"]):
     def running(self) -> ExecutionQuerySet:
         return self.filter(status=ExecutionStatus.RUNNING)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard, cast
 
 from django.db import connections
 
@@ -40,7 +40,7 @@ def run_parallel(
     context._enter(name, f"step.parallel({name!r})")
     group = context._steps.get(name)
     if group is not None and group.status == StepStatus.COMPLETED:
-        return group.output
+        return cast(dict[str, object], group.output)
     if group is not None and group.status == StepStatus.FAILED:
         raise _failed(group)
     for key in fns:
@@ -51,14 +51,18 @@ def run_parallel(
     for outcome in outcomes.values():
         if _is_signal(outcome):
             raise outcome  # a branch lost the claim or the database, or the worker stops
-    retries = [outcome.wake_at for outcome in outcomes.values() if isinstance(outcome, Suspend)]
+    retries = [
+        outcome.wake_at
+        for outcome in outcomes.values()
+        if isinstance(outcome, Suspend) and outcome.wake_at is not None
+    ]
     if retries:  # the group waits until every branch has finished, for the earliest retry
         context.latched = None
         raise context._latch(Suspend(min(retries)))
     failures = [outcome for outcome in outcomes.values() if isinstance(outcome, StepFailed)]
     if failures:
-        raise _finish_group(context, group, error=failures[0])
-    return _finish_group(context, group, output=outcomes)
+        raise cast(StepFailed, _finish_group(context, group, error=failures[0]))
+    return cast(dict[str, object], _finish_group(context, group, output=outcomes))
 
 
 def _check_branches(name: str, fns: object) -> None:
@@ -139,7 +143,7 @@ def _on_daemon_threads(fn: Callable[[str], object], keys: list[str]) -> dict[str
     return {key: results[key] for key in keys}
 
 
-def _is_signal(outcome: object) -> bool:
+def _is_signal(outcome: object) -> TypeGuard[BaseException]:
     from engine.claims import Abandon, EngineUnavailable, Release
 
     return isinstance(outcome, Abandon | EngineUnavailable | Release)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
+from typing import Any
 
 from django.conf import settings
 
@@ -52,7 +53,7 @@ def _has_lone_surrogate(value: object) -> bool:
     return False
 
 
-def error_details(error: BaseException) -> dict:
+def error_details(error: BaseException) -> dict[str, Any]:
     """What is stored of an exception: its type, message and (bounded) traceback."""
     text = "".join(traceback.format_exception(error))
     if len(text) > MAX_TRACEBACK_CHARS:

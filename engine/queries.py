@@ -57,7 +57,8 @@ def get_execution(execution_id: object, *, workflow: str | None = None) -> Execu
     if workflow is not None:
         executions = executions.filter(workflow=workflow)
     try:
-        return executions.get(id=parse_execution_id(execution_id))
+        execution: Execution = executions.get(id=parse_execution_id(execution_id))
+        return execution
     except Execution.DoesNotExist:
         raise ExecutionNotFound(execution_id) from None
 

@@ -16,7 +16,7 @@ from huey.storage import SqliteStorage
 
 class SqliteQueueStorage(SqliteStorage):
     def _create_connection(self) -> sqlite3.Connection:
-        connection = super()._create_connection()
+        connection: sqlite3.Connection = super()._create_connection()
         connection.execute("pragma synchronous=NORMAL")
         return connection
 

@@ -5,18 +5,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from django.db.models import QuerySet
 
 from engine.errors import ExecutionNotFound
 from engine.models import Attempt, Execution, Step
 
+InputT = TypeVar("InputT")
+OutputT = TypeVar("OutputT")
+
 
 @dataclass(frozen=True, kw_only=True)
 class AttemptRecord:
     number: int
     status: str
-    error: dict | None
+    error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     worker: str = ""  # the id of the worker that ran it
@@ -49,7 +53,7 @@ class StepRecord:
     status: str
     input: object
     output: object
-    error: dict | None
+    error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
     wake_at: datetime | None
@@ -75,14 +79,16 @@ class StepRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExecutionRecord:
+class ExecutionRecord(Generic[InputT, OutputT]):
+    """Typed by the binding it was read through (`WorkflowBinding[Input, Output]`)."""
+
     id: str
     binding: str
     workflow: str
     status: str
-    input: object
-    output: object
-    error: dict | None
+    input: InputT
+    output: OutputT | None
+    error: dict[str, Any] | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -93,7 +99,9 @@ class ExecutionRecord:
     concurrency_slot: str | None = None  # a limited binding's: "waiting" or "holding"
 
     @classmethod
-    def of(cls, execution: Execution, *, with_steps: bool = True) -> ExecutionRecord:
+    def of(
+        cls: type[ExecutionRecord[Any, Any]], execution: Execution, *, with_steps: bool = True
+    ) -> ExecutionRecord[Any, Any]:
         """With steps, `execution` must come with steps and attempts prefetched."""
         return cls(
             id=str(execution.id),
@@ -113,7 +121,7 @@ class ExecutionRecord:
             concurrency_slot=execution.slot or None,
         )
 
-    def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord:
+    def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord[InputT, OutputT]:
         return dataclasses.replace(self, steps=steps)
 
     @property
@@ -125,9 +133,10 @@ class ExecutionRecord:
         return self.status != "running"
 
 
-STEP_FIELDS = ("id", "name", "status", "input", "output", "error", "started_at", "finished_at")
-STEP_FIELDS += ("wake_at", "child_id", "reused_from")
-ATTEMPT_FIELDS = ("number", "status", "error_type", "error_message", "error_traceback")
+STEP_FIELDS: tuple[str, ...] = ("id", "name", "status", "input", "output", "error")
+STEP_FIELDS += ("started_at", "finished_at", "wake_at", "child_id", "reused_from")
+ATTEMPT_FIELDS: tuple[str, ...] = ("number", "status", "error_type", "error_message")
+ATTEMPT_FIELDS += ("error_traceback",)
 ATTEMPT_FIELDS += ("started_at", "finished_at", "worker", "logs")
 
 
@@ -225,7 +234,7 @@ def _step_records_at(steps: QuerySet[Step]) -> tuple[list[StepRecord], list[int]
     return list(records.values()), positions
 
 
-def _attempt_record(row: dict) -> AttemptRecord:
+def _attempt_record(row: dict[str, Any]) -> AttemptRecord:
     error = None
     if row["error_type"]:
         error = {

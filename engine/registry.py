@@ -58,13 +58,18 @@ _lock = threading.Lock()
 def load(path: Path | str | None = None) -> Registry:
     """Load ploy.yaml and its module, and make them the process's registry."""
     global _current
-    config = load_config(path or settings.PLOY_CONFIG)
-    for warning in config.warnings:
-        logger.warning("%s", warning)
-    registry = Registry(config=config, workflows=_definitions(config))
+    registry = read(path)
     with _lock:
         _current = registry
     return registry
+
+
+def read(path: Path | str | None = None) -> Registry:
+    """Load ploy.yaml and its module, leaving the process's registry as it is."""
+    config = load_config(path or settings.PLOY_CONFIG)
+    for warning in config.warnings:
+        logger.warning("%s", warning)
+    return Registry(config=config, workflows=_definitions(config))
 
 
 def current() -> Registry:
@@ -117,6 +122,8 @@ def _import_main(main: Path) -> ModuleType:
     digest = hashlib.sha1(str(main).encode()).hexdigest()[:10]
     module_name = f"ploy_workflows_{main.stem}_{digest}"
     spec = importlib.util.spec_from_file_location(module_name, main)
+    if spec is None or spec.loader is None:
+        raise ConfigError(main, "it cannot be imported as a Python module: give it a .py name")
     module = importlib.util.module_from_spec(spec)
     # The module may import its neighbours, as a script would.
     if str(main.parent) not in sys.path:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
@@ -29,6 +30,7 @@ from engine.models import (
     Attempt,
     AttemptStatus,
     Execution,
+    ExecutionQuerySet,
     ExecutionStatus,
     SlotStatus,
     Step,
@@ -100,7 +102,7 @@ def trigger(
                 transaction.on_commit(partial(enqueue, execution.id))
     except IntegrityError:
         # Another request with the same key won the race: answer with its execution.
-        existing = idempotency_key and _by_idempotency_key(binding.name, idempotency_key)
+        existing = _by_idempotency_key(binding.name, idempotency_key) if idempotency_key else None
         if not existing:
             raise
         return TriggerResult(execution_id=str(existing), created=False)
@@ -200,7 +202,7 @@ def _lock(executions: QuerySet[Execution]) -> list[uuid.UUID]:
     return list(executions.order_by("id").select_for_update().values_list("id", flat=True))
 
 
-def _cancellable(ids: list[uuid.UUID]):
+def _cancellable(ids: list[uuid.UUID]) -> ExecutionQuerySet:
     return Execution.objects.running().filter(id__in=ids, error__isnull=True)
 
 
@@ -340,7 +342,9 @@ def _steps_of(execution: Execution) -> list[Step]:
     return list(Step.objects.filter(execution=execution).order_by("position"))
 
 
-def _outcome(definition: WorkflowDefinition, context: StepContext, arguments: dict) -> object:
+def _outcome(
+    definition: WorkflowDefinition, context: StepContext, arguments: dict[str, Any]
+) -> object:
     """The handler's JSON result; an engine signal it swallowed (a bare `except:` around a
     sleep, a `finally` that called another step) wins over whatever it did afterwards."""
     try:
@@ -422,7 +426,7 @@ def _finish(
     status: ExecutionStatus,
     *,
     output: object = None,
-    error: dict | None = None,
+    error: dict[str, Any] | None = None,
 ) -> None:
     # Fenced on the claim: a worker that lost it can never overwrite a cancel.
     fields = {"status": status, "output": output, "error": error, "finished_at": now}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from ninja import Field, Schema
 from pydantic import AfterValidator, ConfigDict, PlainSerializer, WithJsonSchema
@@ -167,7 +167,7 @@ class StepOut(CamelSchema):
     status: StepStatus
     input: object
     output: object
-    error: dict | None
+    error: dict[str, Any] | None
     started_at: UtcTime | None
     finished_at: UtcTime | None
     wake_at: UtcTime | None = Field(
@@ -189,7 +189,7 @@ class ExecutionSummaryOut(CamelSchema):
     status: ExecutionStatus
     input: object
     output: object
-    error: dict | None
+    error: dict[str, Any] | None
     created_at: UtcTime
     started_at: UtcTime | None
     finished_at: UtcTime | None

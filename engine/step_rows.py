@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from functools import cache
+from typing import Any
 
 from django.db import connection
 
@@ -26,14 +27,14 @@ def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) RETURNING id"
 
 
-def _prep(model: type[Step] | type[Attempt], column: str, value: object) -> object:
+def _prep(model: type[Step] | type[Attempt], column: str, value: object) -> Any:
     """The value as the field itself would adapt it (JSON text on SQLite, jsonb on PostgreSQL)."""
     return _adapter(model, column)(value)
 
 
 @cache
-def _adapter(model: type[Step] | type[Attempt], column: str) -> Callable[[object], object]:
-    field = model._meta.get_field(column.removesuffix("_id"))
+def _adapter(model: type[Step] | type[Attempt], column: str) -> Callable[[Any], Any]:
+    field: Any = model._meta.get_field(column.removesuffix("_id"))
     kind = field.get_internal_type()
     if kind in PLAIN_FIELDS:
         return lambda value: value
@@ -50,7 +51,8 @@ def _insert(model: type[Step] | type[Attempt], values: dict[str, object]) -> int
     sql = _insert_sql(model._meta.db_table, columns)
     with connection.cursor() as cursor:
         cursor.execute(sql, [_prep(model, column, values[column]) for column in columns])
-        return cursor.fetchone()[0]
+        step_id: int = cursor.fetchone()[0]
+        return step_id
 
 
 def insert_step(

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import transaction
+from django.db.models import QuerySet
 
 from engine.claims import Suspend
 from engine.errors import EventTimeout, ExecutionAlreadyFinished, StepFailed
@@ -27,7 +32,7 @@ class Outcome:
     """A wait that is over: its output, or the error that failed it."""
 
     output: object = None
-    error: dict | None = None
+    error: dict[str, Any] | None = None
 
 
 class EventWait:
@@ -38,7 +43,7 @@ class EventWait:
     def start(self, step: Step) -> None:
         step.event_type = self.event_type
 
-    def _unconsumed(self, step: Step):
+    def _unconsumed(self, step: Step) -> QuerySet[Event]:
         return Event.objects.filter(
             execution_id=step.execution_id, type=self.event_type, consumed_by__isnull=True
         )
@@ -82,7 +87,7 @@ class ChildrenWait:
         if not self.many:
             step.child_id = ids[0]
 
-    def _children(self, step: Step):
+    def _children(self, step: Step) -> QuerySet[Execution]:
         return Execution.objects.filter(parent_id=step.execution_id, parent_step=step.name)
 
     def ready(self, step: Step, now: datetime) -> Outcome | None:
@@ -121,15 +126,19 @@ class ChildrenWait:
         return StepFailed(step.name, error.get("type", "Error"), error.get("message", ""), 1)
 
 
-def _enqueue_on_commit(execution_ids: list[object]) -> None:
+def _enqueue_on_commit(execution_ids: list[uuid.UUID]) -> None:
     """Queue them once this run's transaction commits; a duplicate message is harmless."""
     from engine.runtime import enqueue
 
+    def enqueue_all() -> None:
+        for execution_id in execution_ids:
+            enqueue(execution_id)
+
     if execution_ids:
-        transaction.on_commit(lambda: [enqueue(each) for each in execution_ids])
+        transaction.on_commit(enqueue_all)
 
 
-def _child_error(child_id: object, status: str, error: dict | None) -> dict:
+def _child_error(child_id: object, status: str, error: dict[str, Any] | None) -> dict[str, Any]:
     if status == ExecutionStatus.CANCELLED:
         message = f"child execution {child_id} was cancelled"
     else:
@@ -143,6 +152,16 @@ def _child_error(child_id: object, status: str, error: dict | None) -> dict:
 
 class WaitingSteps:
     """The `step` methods that wait; mixed into StepContext, whose run machinery they use."""
+
+    if TYPE_CHECKING:  # StepContext's
+        _clock: Callable[[], datetime]
+        _steps: dict[str, Step]
+        _execution: Execution
+
+        def _enter(self, name: str, call: str, *, positioned: bool = True) -> None: ...
+        def _write(self, *, durable: bool = True) -> AbstractContextManager[None]: ...
+        def _next_position(self) -> int: ...
+        def _latch(self, signal: BaseException) -> BaseException: ...
 
     def wait_for_event(
         self, name: str, event_type: str, *, timeout_ms: float | None = None
@@ -182,7 +201,8 @@ class WaitingSteps:
         if not inputs:
             self._enter(name, f"step.invoke_many({name!r})", positioned=False)
             return []
-        return self._wait(name, wait, f"step.invoke_many({name!r})", snapshot, None)
+        outputs = self._wait(name, wait, f"step.invoke_many({name!r})", snapshot, None)
+        return cast(list[object], outputs)
 
     def _wait(
         self,
@@ -214,7 +234,12 @@ class WaitingSteps:
                 step.save()
                 self._steps[name] = step
             outcome = wait.ready(step, now)
-            if outcome is None and step.wake_at is not None and step.wake_at <= now:
+            if (
+                outcome is None
+                and isinstance(wait, EventWait)
+                and step.wake_at is not None
+                and step.wake_at <= now
+            ):
                 outcome = wait.timed_out(step)
             if outcome is not None:
                 step.output, step.error, step.finished_at = outcome.output, outcome.error, now
@@ -249,7 +274,7 @@ def _child_input(name: str, input: object) -> object:
     return to_json(input, f"the input of a child of step {name!r}")
 
 
-def _cancel_all(execution_ids: list[object]) -> None:
+def _cancel_all(execution_ids: Sequence[object]) -> None:
     from engine.runtime import cancel_execution
 
     for execution_id in execution_ids:

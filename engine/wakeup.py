@@ -50,7 +50,9 @@ class Listener:
             self._path.unlink()  # a predecessor with this pid died without cleaning up
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(str(self._path))
-        threading.Thread(target=self._listen, name="ploy-wakeup", daemon=True).start()
+        threading.Thread(
+            target=self._listen, args=(self._socket,), name="ploy-wakeup", daemon=True
+        ).start()
 
     def stop(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -65,10 +67,10 @@ class Listener:
         with self._condition:
             self._condition.notify_all()
 
-    def _listen(self) -> None:
+    def _listen(self, listening: socket.socket) -> None:
         while True:
             try:
-                self._socket.recv(16)
+                listening.recv(16)
             except OSError:
                 return
             self.notify()

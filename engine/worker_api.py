@@ -49,7 +49,7 @@ def load_workers(now: datetime) -> list[WorkerRecord]:
     running: dict[str, list[str]] = {worker.id: [] for worker in workers}
     held = Execution.objects.running().filter(owner__in=list(running)).order_by("id")
     for owner, execution_id in held.values_list("owner", "id"):
-        running[owner].append(str(execution_id))
+        running[str(owner)].append(str(execution_id))
     return [_record(worker, running[worker.id], now) for worker in workers]
 
 

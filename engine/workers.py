@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from datetime import timedelta
+from typing import cast
 
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -246,7 +247,8 @@ def reap() -> int:
     declare_dead(dead)
     live = Worker.objects.filter(status__in=LIVE_STATUSES).values("id")
     orphans = Execution.objects.running().filter(owner__isnull=False).exclude(owner__in=live)
-    release_owned_by(list(orphans.values_list("owner", flat=True).order_by().distinct()))
+    owners = orphans.values_list("owner", flat=True).order_by().distinct()
+    release_owned_by(cast(list[str], list(owners)))
     return len(dead)
 
 

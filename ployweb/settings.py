@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import dj_database_url
@@ -120,7 +121,7 @@ SQLITE_OPTIONS = {
 WEB_CONN_MAX_AGE = 600
 
 
-def _database(url: str | None) -> dict:
+def _database(url: str | None) -> dj_database_url.DBConfig:
     if not url:
         url = f"sqlite:///{PLOY_DATA_DIR / 'ploy.sqlite3'}"
     # Each web thread keeps its connection (WEB_CONN_MAX_AGE) and checks it before reuse, so a
@@ -138,7 +139,7 @@ DATABASES = {"default": _database(os.environ.get("DATABASE_URL"))}
 WORKER_CONN_MAX_AGE = 600
 
 
-def _huey(url: str | None) -> dict:
+def _huey(url: str | None) -> dict[str, Any]:
     """Huey's storage: a SQLite file by default, Redis for scale-out."""
     # Results are never read: a message only says "look at execution X".
     common = {"name": "ployweb", "immediate": False, "utc": True, "results": False}

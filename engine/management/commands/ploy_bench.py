@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -41,7 +42,7 @@ class Command(BaseCommand):
         parser.add_argument("--postgres-url", default=DEFAULTS["postgres_url"])
         parser.add_argument("--redis-url", default=DEFAULTS["redis_url"], help="flushed")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         from bench import report, runner, sides
 
         only = {group.strip() for group in str(options["only"]).split(",") if group.strip()}
@@ -75,7 +76,7 @@ class Command(BaseCommand):
         self.stdout.write("wrote " + ", ".join(str(path) for path in written))
 
 
-def command_line(options: dict) -> str:
+def command_line(options: dict[str, Any]) -> str:
     """The command as run, with only the options that differ from their defaults."""
     words = ["python manage.py ploy_bench"]
     for name, default in DEFAULTS.items():

@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 class PloyWorker(HueyWorker):
     """A worker thread whose idle sleep ends early when a new message is announced."""
 
+    delay: float
+
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)
         wakeup.listener.wait(self.delay)

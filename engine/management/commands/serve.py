@@ -46,7 +46,7 @@ class Command(BaseCommand):
             _stop_worker(worker)
 
 
-def _stop_worker(worker: subprocess.Popen) -> None:
+def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
     """Graceful: its running step bodies finish; a second Ctrl-C or SIGTERM stops it at once."""
     worker.send_signal(signal.SIGTERM)
     try:
