@@ -43,7 +43,7 @@ def rerun_from_url(step: Step) -> str:
     return f"{url}?{urlencode({'step': step.name})}"
 
 
-class RerunFromStepAdminMixin(admin.ModelAdmin):  # type: ignore[type-arg]
+class RerunFromStepAdminMixin(admin.ModelAdmin):
     """Adds /admin/engine/execution/<id>/rerun-from/ to the execution's admin."""
 
     def has_run_permission(self, request: HttpRequest) -> bool:

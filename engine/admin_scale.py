@@ -4,6 +4,7 @@ row for its choices, and an id search is a range on an index instead of `LIKE '%
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any, cast
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -27,13 +28,13 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset = cast("QuerySet[Any]", self.object_list)
         if not queryset.query.where:
             estimate = estimated_rows(queryset.model, queryset.db)
             if estimate is not None and estimate > COUNT_CAP:
                 self.is_estimate = True
-                return estimate
-        counted = queryset.order_by().values("pk")[: COUNT_CAP + 1].count()
+                return int(estimate)
+        counted = int(queryset.order_by().values("pk")[: COUNT_CAP + 1].count())
         self.is_capped = counted > COUNT_CAP
         return counted
 
@@ -61,15 +62,15 @@ class BoundedListMixin:
     """Bounded counts, no facet counts (each would count the whole table per choice), and the
     list leaves `list_deferred` (payload columns, up to PLOY_MAX_PAYLOAD_BYTES each) unread."""
 
-    paginator = BoundedCountPaginator
+    paginator: type[Paginator] = BoundedCountPaginator
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     list_deferred: tuple[str, ...] = ()
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        queryset = super().get_queryset(request)  # type: ignore[misc]
+        queryset: QuerySet = super().get_queryset(request)  # type: ignore[misc]
         match = request.resolver_match
-        if self.list_deferred and match and match.url_name.endswith("_changelist"):
+        if self.list_deferred and match and (match.url_name or "").endswith("_changelist"):
             return queryset.defer(*self.list_deferred)
         return queryset
 

@@ -355,7 +355,7 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
         raise ConfigError(path, str(error)) from None
     name = _workflow_name(path, f"{key}.name", value["name"])
     return BindingConfig(
-        binding=binding,
+        binding=str(binding),
         name=name,
         retries=retries,
         timeout=timeout,
@@ -364,7 +364,7 @@ def _binding(path: Path, binding: object, value: object) -> BindingConfig:
     )
 
 
-def _concurrency(key: str, value: dict) -> tuple[int | None, str | None]:
+def _concurrency(key: str, value: dict[str, Any]) -> tuple[int | None, str | None]:
     """`concurrency` (a limit) and `concurrency_key` (a dotted path, only with a limit)."""
     limit, path = value.get("concurrency"), value.get("concurrency_key")
     if limit is None and path is not None:
@@ -440,7 +440,7 @@ def _databases(
 
 
 def _server_database(
-    path: Path, key: str, binding: str, value: dict, environ: Mapping[str, str]
+    path: Path, key: str, binding: str, value: dict[str, Any], environ: Mapping[str, str]
 ) -> DatabaseConfig:
     """`{url: postgres://...}` or `{url_env: NAME}`; the URL itself is never quoted back."""
     for option in value:

@@ -37,13 +37,13 @@ class PreparedStatement:
     def bind(self, *params: object) -> PreparedStatement:
         return PreparedStatement(self._database, self._sql, params)
 
-    def run(self) -> dict:
+    def run(self) -> dict[str, Any]:
         cursor = self._database.execute(self._sql, self._params)
         # PostgreSQL has no last row id: None there (use RETURNING id with .first()).
         last_row_id = getattr(cursor, "lastrowid", None)
         return {"success": True, "meta": {"changes": cursor.rowcount, "last_row_id": last_row_id}}
 
-    def all(self) -> dict:
+    def all(self) -> dict[str, Any]:
         cursor = self._database.execute(self._sql, self._params)
         rows = cursor.fetchall() if cursor.description is not None else []
         return {"success": True, "results": [dict(row) for row in rows]}

@@ -26,7 +26,8 @@ class EventFieldsMixin:
         if event.consumed_by_id is None:
             return "- (kept until a step waits for its type)"
         url = reverse("admin:engine_step_change", args=[event.consumed_by_id])
-        return format_html('<a href="{}">{}</a>', url, event.consumed_by.name)
+        name = event.consumed_by.name if event.consumed_by else event.consumed_by_id
+        return format_html('<a href="{}">{}</a>', url, name)
 
 
 class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -25,7 +26,7 @@ class AttemptRecord:
     finished_at: datetime | None
     worker: str = ""  # the id of the worker that ran it
     # What its body logged, printed or passed to step.log (engine.attempt_logs.LogLine).
-    logs: list[dict] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptRecord:
@@ -150,7 +151,7 @@ class StepPage:
     next_cursor: str | None  # null once every step is listed
 
 
-def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord:
+def load_record(execution_id: object, *, workflow: str | None = None) -> ExecutionRecord[Any, Any]:
     """The execution with every step and attempt as records, in two queries whatever their
     number, read as plain rows (no model instances: this is every `.run()`'s last read)."""
     execution = _execution_row(execution_id, workflow=workflow)
@@ -160,7 +161,7 @@ def load_record(execution_id: object, *, workflow: str | None = None) -> Executi
 
 def load_record_page(
     execution_id: object, *, limit: int = STEPS_INLINE
-) -> tuple[ExecutionRecord, str | None]:
+) -> tuple[ExecutionRecord[Any, Any], str | None]:
     """The execution with its first `limit` steps, and the cursor of the next ones: two
     queries, however many steps and attempts it has (the HTTP API's answer)."""
     execution = _execution_row(execution_id)
@@ -192,7 +193,7 @@ def _execution_row(execution_id: object, *, workflow: str | None = None) -> Exec
     return execution
 
 
-def _step_page(execution_id: object, *, after: int | None, limit: int) -> StepPage:
+def _step_page(execution_id: uuid.UUID, *, after: int | None, limit: int) -> StepPage:
     """One query: the page's step ids are a LIMITed subquery on the (execution, position)
     index, joined with their attempts."""
     from engine.queries import check_step_limit, encode_step_cursor

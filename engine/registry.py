@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from django.conf import settings
 
@@ -150,7 +151,7 @@ def _import_main(main: Path) -> ModuleType:
     return module
 
 
-def _workflows_of(main: Path, module: ModuleType) -> dict:
+def _workflows_of(main: Path, module: ModuleType) -> dict[str, Any]:
     workflows = getattr(module, "workflows", None)
     if not isinstance(workflows, dict):
         raise ConfigError(

@@ -105,7 +105,7 @@ def rerun_body(request: HttpRequest, read_json: Callable[[HttpRequest], object])
 
 def _is_empty_form(request: HttpRequest) -> bool:
     """Only the closing boundary, compared as bytes: no parser runs on what a client sent."""
-    boundary = request.content_params.get("boundary", "")
+    boundary = (request.content_params or {}).get("boundary", "")
     declared = request.META.get("CONTENT_LENGTH") or ""
     if not boundary or not DIGITS.fullmatch(declared) or int(declared) > len(boundary) + 8:
         return False

@@ -11,12 +11,13 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from engine import schedules
-from engine.admin import RUN_PERMISSION, ReadOnlyMixin, execution_link
+from engine.admin import RUN_PERMISSION
+from engine.admin_display import ReadOnlyMixin, execution_link
 from engine.models import Schedule
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class ScheduleAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ("name", "schedule", "workflow", "next_run", "last_run", "paused")
     list_filter = ("paused",)
     search_fields = ("name",)

@@ -5,7 +5,7 @@ page on the dashboard like any execution."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -117,7 +117,7 @@ def _accepts(function: Callable[..., object], name: str) -> bool:
     )
 
 
-def check_no_clash(path: Path, workflows: dict[str, object]) -> None:
+def check_no_clash(path: Path, workflows: Mapping[str, object]) -> None:
     if SCHEDULED_WORKFLOW in workflows:
         raise ConfigError(
             path,

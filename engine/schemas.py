@@ -143,7 +143,7 @@ class AttemptLogLineOut(CamelSchema):
     )
     logger: str = Field(description="The logger's name, stdout or stderr for print(), step.log.")
     message: str
-    data: dict | None = Field(
+    data: dict[str, Any] | None = Field(
         None, description="step.log's keyword arguments, or a log record's extra= fields."
     )
 
@@ -219,7 +219,7 @@ class ExecutionOut(ExecutionSummaryOut):
     )
 
     @classmethod
-    def of(cls, record: ExecutionRecord, steps_next_cursor: str | None) -> ExecutionOut:
+    def of(cls, record: ExecutionRecord[Any, Any], steps_next_cursor: str | None) -> ExecutionOut:
         execution = cls.model_validate(record)
         return execution.model_copy(update={"steps_next_cursor": steps_next_cursor})
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -65,7 +66,7 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def connect(url: str) -> psycopg.Connection:
+def connect(url: str) -> psycopg.Connection[dict[str, Any]]:
     connection = psycopg.connect(url, autocommit=True, row_factory=dict_row)
     connection.adapters.register_loader("numeric", NumberLoader)
     for name in TEXT_TYPES:
@@ -84,12 +85,15 @@ class PostgresDatabase(Database):
     def __repr__(self) -> str:
         return f"<PostgresDatabase {self.binding}: {redacted(self.url)}>"
 
-    def exec(self, sql: str) -> dict:
+    def exec(self, sql: str) -> dict[str, Any]:
         """Run one or more statements; with no parameters, `%` and `?` are plain text."""
         self.connection().execute(sql)
         return {"success": True}
 
-    def execute(self, sql: str, params: Sequence[object]) -> psycopg.Cursor:
+    # psycopg's connection and cursor stand where the SQLite binding has sqlite3's.
+    def execute(  # type: ignore[override]
+        self, sql: str, params: Sequence[object]
+    ) -> psycopg.Cursor[dict[str, Any]]:
         return self.connection().execute(to_pyformat(sql), tuple(params))
 
     @contextmanager
@@ -113,8 +117,10 @@ class PostgresDatabase(Database):
         with self._lock:
             self._tables.add(sql)
 
-    def connection(self) -> psycopg.Connection:
-        connection: psycopg.Connection | None = getattr(self._local, "connection", None)
+    def connection(self) -> psycopg.Connection[dict[str, Any]]:  # type: ignore[override]
+        connection: psycopg.Connection[dict[str, Any]] | None = getattr(
+            self._local, "connection", None
+        )
         now = time.monotonic()
         if connection is not None and not self._is_usable(connection, now):
             connection.close()
@@ -125,7 +131,7 @@ class PostgresDatabase(Database):
         self._local.used_at = now
         return connection
 
-    def _is_usable(self, connection: psycopg.Connection, now: float) -> bool:
+    def _is_usable(self, connection: psycopg.Connection[dict[str, Any]], now: float) -> bool:
         if connection.closed or connection.broken:
             return False
         idle = now - getattr(self._local, "used_at", now)
@@ -138,7 +144,7 @@ class PostgresDatabase(Database):
         except psycopg.Error:
             return False
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         try:
             return connect(self.url)
         except psycopg.OperationalError as error:
@@ -166,7 +172,9 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
 
-def apply_migrations(connection: psycopg.Connection, folder: Path | None) -> list[str]:
+def apply_migrations(
+    connection: psycopg.Connection[dict[str, Any]], folder: Path | None
+) -> list[str]:
     files = sorted(folder.glob("*.sql")) if folder and folder.is_dir() else []
     # Session-level: released at unlock, or by the server if this process dies holding it.
     connection.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK,))
@@ -185,7 +193,7 @@ def apply_migrations(connection: psycopg.Connection, folder: Path | None) -> lis
         connection.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK,))
 
 
-def _apply(connection: psycopg.Connection, file: Path) -> None:
+def _apply(connection: psycopg.Connection[dict[str, Any]], file: Path) -> None:
     """Run one file and record it in one transaction: it applies whole or not at all."""
     try:
         with connection.transaction():

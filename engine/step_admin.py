@@ -34,10 +34,7 @@ ATTEMPT_FIELDS = (
 
 
 class AttemptFieldsMixin:
-    """An attempt's fields, read-only, with its traceback escaped and folded."""
-
-    fields = ATTEMPT_FIELDS
-    readonly_fields = ATTEMPT_FIELDS
+    """An attempt's traceback and logs, escaped and folded."""
 
     @admin.display(description="traceback")
     def traceback(self, attempt: Attempt) -> SafeString | str:
@@ -60,6 +57,8 @@ class AttemptFieldsMixin:
 class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     model = Attempt
     extra = 0
+    fields = ATTEMPT_FIELDS
+    readonly_fields = ATTEMPT_FIELDS
 
 
 class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline):
@@ -84,7 +83,7 @@ class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.Ta
         return super().get_queryset(request).prefetch_related("attempts")
 
     @admin.display(description="attempts")
-    def attempts_list(self, step: Step) -> SafeString:
+    def attempts_list(self, step: Step) -> SafeString | str:
         """Each attempt in a line; the step's own page shows the tracebacks."""
         rows = [
             (attempt.number, attempt.status, _attempt_error(attempt))

@@ -182,7 +182,7 @@ def _record_output(
         json.dumps(output),
         datetime.now(UTC).isoformat(),
     )
-    return inserted.run()["meta"]["changes"] == 1
+    return bool(inserted.run()["meta"]["changes"] == 1)
 
 
 def stored_output(database: Database, execution_id: str, name: str) -> tuple[int, object] | None:

@@ -29,7 +29,7 @@ class NoDelayWSGIServer(WSGIServer):
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return connection, address
 
-    def close_request(self, request: socket.socket) -> None:
+    def close_request(self, request: socket.socket | tuple[bytes, socket.socket]) -> None:
         # Called in the thread that served this client connection, after its last request.
         connections.close_all()
         super().close_request(request)
