@@ -22,7 +22,7 @@ from dashboard import execution_reads, queries
 from dashboard.forms import SendEventForm, TriggerForm, pretty_input
 from dashboard.presenters import ExecutionPage, load
 from dashboard.values import pretty
-from engine import events, registry, runtime
+from engine import events, fingerprints, registry, runtime
 from engine.errors import ExecutionAlreadyFinished, ExecutionNotFound, PloyError
 from engine.models import Execution, ExecutionStatus
 from engine.queries import InvalidQuery, parse_execution_id
@@ -204,6 +204,10 @@ def detail_context(
         "workers_url": reverse("dashboard:worker_list"),
         "event_form": event_form or new_event_form(page),
         "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
+        # The current code's fingerprint, when it differs from the execution's own.
+        "code_now": fingerprints.changed(
+            page.execution.code_fingerprint, registry.current().fingerprint(page.execution.workflow)
+        ),
     }
 
 

@@ -38,6 +38,7 @@ def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.
     """The children of an invoke step, in the step's own transaction: started exactly once."""
     config = registry.current().config.binding(binding)
     now = clock.now()
+    fingerprint = registry.current().fingerprint(config.name)
     children = [
         Execution(
             binding=config.binding,
@@ -48,6 +49,7 @@ def start_children(step: Step, binding: str, inputs: list[object]) -> list[uuid.
             parent_step=step.name,
             parent_index=index,
             created_at=now,
+            code_fingerprint=fingerprint,
             **_state(config, input, now),
         )
         for index, input in enumerate(inputs)

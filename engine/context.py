@@ -32,6 +32,8 @@ from engine.waits import WaitingSteps
 FIRST_RETRY_SECONDS = 1.0
 MAX_RETRY_SECONDS = 30.0
 SLEEP_PREFIX = "sleep:"
+PATCH_PREFIX = "patched:"
+MAX_CHANGE_ID_LENGTH = 100
 # A step whose worker died this many times (killed, out of memory...) fails instead of looping.
 MAX_INTERRUPTED_ATTEMPTS = 5
 
@@ -277,6 +279,40 @@ class StepContext(WaitingSteps):
             step.finished_at = now
             step.save(update_fields=["status", "finished_at"])
 
+    def patched(self, change_id: str) -> bool:
+        """True where the code after a change may run: an execution reaching this point for
+        the first time (a `patched:<change_id>` marker is stored) or replaying its marker;
+        False in one whose steps already went on past here under the old code (nothing is
+        stored and no position is taken, so its old steps replay against the old branch)."""
+        _check_change_id(change_id)
+        name = f"{PATCH_PREFIX}{change_id}"
+        self.reraise_latched()
+        self._check_not_nested(f"step.patched({change_id!r})")
+        with self._lock:
+            if name in self._used:
+                raise StepMisuse(
+                    f"step.patched({change_id!r}) is called twice in this execution: give each "
+                    "change its own id"
+                )
+            stored = self._stored_order[self._reached : self._reached + 1]
+            if stored and stored[0] != name:
+                self._used.add(name)
+                return False  # this point ran under the old code
+        self._enter(name, f"step.patched({change_id!r})")
+        if name not in self._steps:
+            now = self._clock()
+            with self._write():
+                self._steps[name] = Step.objects.create(
+                    execution=self._execution,
+                    name=name,
+                    position=self._next_position(),
+                    status=StepStatus.COMPLETED,
+                    output=True,
+                    started_at=now,
+                    finished_at=now,
+                )
+        return True
+
     def parallel(self, name: str, fns: dict[str, Callable[[], object]]) -> dict[str, object]:
         """Run the functions at once on this worker, each a memoized step of its own (retried on
         its own); their outputs by key. One that fails for good fails the step once the others
@@ -440,6 +476,18 @@ def _check_step_name(name: object, call: str = "step.run") -> None:
         raise TypeError(f"{call}(name, fn): name must be a non-empty string, got {name!r}")
     if name.startswith(SLEEP_PREFIX):
         raise ValueError(f"step name {name!r} is reserved for step.sleep(): choose another name")
+    if name.startswith(PATCH_PREFIX):
+        raise ValueError(f"step name {name!r} is reserved for step.patched(): choose another name")
+
+
+def _check_change_id(change_id: object) -> None:
+    if not isinstance(change_id, str) or not change_id.strip():
+        raise StepMisuse(f"step.patched(change_id) needs a non-empty string, got {change_id!r}")
+    if len(change_id) > MAX_CHANGE_ID_LENGTH:
+        raise StepMisuse(
+            f"step.patched(change_id): {change_id[:20]!r}... is {len(change_id)} characters, "
+            f"over {MAX_CHANGE_ID_LENGTH}: use a short id such as 'send-receipt-v2'"
+        )
 
 
 def _aware_time(when: object) -> datetime:

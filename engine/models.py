@@ -100,6 +100,9 @@ class Execution(models.Model):
     # binding's `concurrency_key` in the input, as JSON text; "" for the one group of all).
     slot = models.CharField(max_length=8, choices=SlotStatus.choices, blank=True, default="")
     concurrency_key = models.CharField(max_length=255, blank=True, default="")
+    # A short hash of the workflow's code when the execution was created (engine.fingerprints);
+    # null for executions older than the field.
+    code_fingerprint = models.CharField(max_length=64, null=True, blank=True)
 
     objects = ExecutionQuerySet.as_manager()
 

@@ -98,6 +98,7 @@ class ExecutionRecord(Generic[InputT, OutputT]):
     rerun_of: str | None = None  # the execution this one reruns
     from_step: str | None = None  # ... from this step of it, reusing the steps before
     concurrency_slot: str | None = None  # a limited binding's: "waiting" or "holding"
+    code_fingerprint: str | None = None  # the workflow's code when it was created
 
     @classmethod
     def of(
@@ -120,6 +121,7 @@ class ExecutionRecord(Generic[InputT, OutputT]):
             rerun_of=str(execution.rerun_of_id) if execution.rerun_of_id else None,
             from_step=execution.from_step or None,
             concurrency_slot=execution.slot or None,
+            code_fingerprint=execution.code_fingerprint,
         )
 
     def with_steps(self, steps: list[StepRecord]) -> ExecutionRecord[InputT, OutputT]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from django.conf import settings
 
-from engine import scheduled
+from engine import fingerprints, scheduled
 from engine.config import PloyConfig, load_config, one_line, shown
 from engine.errors import ConfigError, UnknownWorkflow
 from engine.schedule_config import SCHEDULED_WORKFLOW
@@ -51,6 +51,11 @@ class Registry:
         except KeyError:
             raise UnknownWorkflow(workflow) from None
 
+    def fingerprint(self, workflow: str) -> str | None:
+        """The fingerprint of the code this process runs for `workflow` (None: not defined)."""
+        definition = self.workflows.get(workflow)
+        return fingerprints.of_handler(definition.handler) if definition else None
+
 
 _current: Registry | None = None
 _lock = threading.Lock()
@@ -70,7 +75,10 @@ def read(path: Path | str | None = None) -> Registry:
     config = load_config(path or settings.PLOY_CONFIG)
     for warning in config.warnings:
         logger.warning("%s", warning)
-    return Registry(config=config, workflows=_definitions(config))
+    definitions = _definitions(config)
+    for definition in definitions.values():
+        fingerprints.of_handler(definition.handler)  # read now: the module as it was imported
+    return Registry(config=config, workflows=definitions)
 
 
 def current() -> Registry:

@@ -91,6 +91,7 @@ def trigger(
                 rerun_of=rerun_of,
                 from_step=fork.from_step if fork else "",
                 created_at=now,
+                code_fingerprint=registry.current().fingerprint(binding.name),
                 **state,
             )
             if fork is not None:

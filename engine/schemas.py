@@ -206,6 +206,11 @@ class ExecutionSummaryOut(CamelSchema):
         description="A binding with `concurrency`: `waiting` (for a slot: not started yet) or "
         "`holding` (from its start until it ends); null without a limit.",
     )
+    code_fingerprint: str | None = Field(
+        None,
+        description="A short hash of the workflow's code when the execution was created; a "
+        "replay runs the current code, whose hash may differ. Null for older executions.",
+    )
 
 
 class ExecutionOut(ExecutionSummaryOut):
