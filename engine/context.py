@@ -112,11 +112,24 @@ class StepContext(WaitingSteps):
                 )
             self._used.add(name)
             if positioned:
+                self._skip_dropped_markers(name)
                 position, self._reached = self._reached, self._reached + 1
                 stored = self._stored_order[position : position + 1]
                 if stored and stored[0] != name:
                     # Nothing of the new path may run: latched, the execution fails.
                     raise self._latch(CodeChanged(position, stored[0], name))
+
+    def _skip_dropped_markers(self, name: str) -> None:
+        """A stored `patched:` marker the code no longer reaches is passed over: the call was
+        removed once its old branch was, and the steps after it are the same new path."""
+        order, reached = self._stored_order, self._reached
+        while (
+            reached < len(order)
+            and order[reached] != name
+            and order[reached].startswith(PATCH_PREFIX)
+        ):
+            reached += 1
+        self._reached = reached
 
     @property
     def _running(self) -> str | None:
@@ -294,6 +307,7 @@ class StepContext(WaitingSteps):
                     f"step.patched({change_id!r}) is called twice in this execution: give each "
                     "change its own id"
                 )
+            self._skip_dropped_markers(name)
             stored = self._stored_order[self._reached : self._reached + 1]
             if stored and stored[0] != name:
                 self._used.add(name)

@@ -250,3 +250,30 @@ def test_a_worker_with_the_rewritten_module_resumes_a_sleeping_execution_on_the_
     assert calls(new_id) == ["charge-v2", "ship"]
     assert [name for name, _, _ in stored(new_id)][0] == "patched:charge-v2"
     assert old.code_fingerprint == old_fingerprint != new.code_fingerprint
+
+
+def test_once_the_old_branch_is_gone_the_call_may_go_too(deploy):
+    def cleaned_up(*, step, execution_id):
+        step.run("charge-v2", counted(execution_id, "charge-v2"))
+        step.sleep(1000)
+        step.run("ship", counted(execution_id, "ship"))
+        return "clean"
+
+    deploy(new_code)
+    execution_id = start()
+    run(execution_id)  # marker, charge-v2, asleep
+    deploy(cleaned_up)  # step.patched and its old branch removed
+    execution = run(execution_id, after=2)
+    assert (execution.status, execution.output, execution.error) == ("completed", "clean", None)
+    assert calls(execution_id) == ["charge-v2", "ship"]
+
+
+def test_a_removed_call_whose_old_branch_came_back_still_fails_with_code_changed(deploy):
+    deploy(new_code)
+    execution_id = start()
+    run(execution_id)
+    deploy(old_code)  # reverted: the stored new path does not match
+    execution = run(execution_id, after=2)
+    assert execution.status == "failed" and execution.error["type"] == "CodeChanged"
+    assert "was 'charge-v2' and is now 'charge'" in execution.error["message"]
+    assert calls(execution_id) == ["charge-v2"]
