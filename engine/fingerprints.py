@@ -6,12 +6,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 LENGTH = 12  # hex digits of sha256 shown and stored: enough to tell two versions apart
 
-_cache: dict[Callable[..., object], str] = {}
+# Weak: the handlers of a registry that was replaced by a reload go with it.
+_cache: weakref.WeakKeyDictionary[Callable[..., object], str] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
@@ -19,8 +21,11 @@ def of_handler(handler: Callable[..., object]) -> str:
     """The fingerprint of the code of `handler`, worked out once per process per handler: the
     registry asks for it right after importing the module, so it is the file that was run (a
     reload gives new functions, hence a fresh reading)."""
-    with _lock:
-        known = _cache.get(handler)
+    try:
+        with _lock:
+            known = _cache.get(handler)
+    except TypeError:  # a callable object that cannot be a weak key: worked out each time
+        return _compute(handler)
     if known is not None:
         return known
     digest = _compute(handler)

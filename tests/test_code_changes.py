@@ -57,8 +57,12 @@ def deploy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Callable[..., 
     yield swap
 
 
+def start_binding(binding: str, input: object = None) -> str:
+    return runtime.trigger(binding, input).execution_id
+
+
 def start() -> str:
-    return runtime.trigger("CODE_CHANGE").execution_id
+    return start_binding("CODE_CHANGE")
 
 
 def run(execution_id: str, after: float = 0) -> Execution:
@@ -188,6 +192,16 @@ def test_the_fingerprint_is_stored_and_the_page_and_api_tell_a_code_change(deplo
     assert runtime.trigger("CODE_CHANGE").execution.code_fingerprint == new  # type: ignore[union-attr]
 
 
+def test_children_started_by_invoke_store_their_own_workflows_fingerprint():
+    parent_id = start_binding("PARENT", {"value": 1, "values": [2]})
+    run(parent_id)
+    [child] = Execution.objects.filter(parent_id=parent_id)
+    parent = Execution.objects.get(id=parent_id)
+    assert child.code_fingerprint == registry.current().fingerprint(child.workflow)
+    assert parent.code_fingerprint == registry.current().fingerprint(parent.workflow)
+    assert child.code_fingerprint != parent.code_fingerprint
+
+
 def test_a_fingerprint_changes_with_the_module_file(tmp_path: Path):
     module = tmp_path / "flow_fingerprint.py"
     config = tmp_path / "ploy.yaml"
@@ -277,3 +291,18 @@ def test_a_removed_call_whose_old_branch_came_back_still_fails_with_code_changed
     assert execution.status == "failed" and execution.error["type"] == "CodeChanged"
     assert "was 'charge-v2' and is now 'charge'" in execution.error["message"]
     assert calls(execution_id) == ["charge-v2"]
+
+
+class SlottedHandler:
+    """A callable object that cannot be a weak reference's target."""
+
+    __slots__ = ()
+
+    def __call__(self, *, step: object) -> int:
+        return 1
+
+
+def test_a_callable_object_handler_gets_a_fingerprint_too():
+    first, second = fingerprints.of_handler(SlottedHandler()), fingerprints.of_handler(old_code)
+    assert len(first) == fingerprints.LENGTH and first == fingerprints.of_handler(SlottedHandler())
+    assert first != second
