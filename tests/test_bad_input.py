@@ -447,10 +447,10 @@ from django.test import Client, RequestFactory
 from django.urls import get_resolver
 import engine.api
 
-def broken(execution_id):
+def broken(execution_id, **options):
     raise RuntimeError("boom inside the API")
 
-engine.api.queries.get_execution = broken
+engine.api.records.load_record_page = broken
 response = Client(HTTP_HOST="localhost").get("/api/executions/x")
 print(response.status_code, response.content.decode())
 handler = get_resolver().resolve_error_handler(500)

@@ -38,7 +38,8 @@ def intervals() -> dict[str, tuple[float, float]]:
             starts[execution_id] = min(at, starts.get(execution_id, at))
         else:
             ends[execution_id] = max(at, ends.get(execution_id, at))
-    return {each: (starts[each], ends[each]) for each in starts}
+    # Executions of other tests in this session may have notes without an end (cancelled).
+    return {each: (starts[each], ends[each]) for each in starts if each in ends}
 
 
 def most_at_once(spans: list[tuple[float, float]]) -> int:

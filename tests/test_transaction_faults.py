@@ -407,14 +407,14 @@ def test_kill_9_around_a_transaction_step_on_sqlite(kind, tmp_path, sqlite_ledge
         **SQLITE_BACKENDS[kind],
     )
     points = POINTS + (COMMITTED_POINTS + FROZEN_POINTS if kind == "binding" else [])
-    storm(backend, tmp_path, points + random_points(20 - len(points)), budget=300)
+    storm(backend, tmp_path, points + random_points(12 - len(points)), budget=300)
 
 
 @needs_postgres
 @pytest.mark.timeout(420)
 def test_kill_9_around_a_transaction_step_on_a_postgres_binding(postgres_binding_backend, tmp_path):
     points = POINTS + COMMITTED_POINTS + FROZEN_POINTS
-    storm(postgres_binding_backend, tmp_path, points + random_points(6), budget=300)
+    storm(postgres_binding_backend, tmp_path, points + random_points(2), budget=300)
 
 
 @needs_postgres
@@ -424,4 +424,4 @@ def test_kill_9_around_a_transaction_step_on_djangos_postgres_database_with_redi
     postgres_django_backend, tmp_path
 ):
     points = POINTS + FROZEN_POINTS
-    storm(postgres_django_backend, tmp_path, points + random_points(8), budget=300)
+    storm(postgres_django_backend, tmp_path, points + random_points(2), budget=300)
