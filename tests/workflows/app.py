@@ -15,6 +15,16 @@ example = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(example)
 
 
+def _beside(module_name: str, file_name: str):
+    """A fixture module next to this one, loaded by path as ploy.py is above."""
+    spec = importlib.util.spec_from_file_location(
+        module_name, Path(__file__).resolve().parent / file_name
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def counts_dir() -> Path:
     path = Path(os.environ["PLOY_DATA_DIR"]) / "counts"
     path.mkdir(parents=True, exist_ok=True)
@@ -242,11 +252,7 @@ workflows["engine_write_fails"] = engine_write_fails
 
 
 # The fault-injection fixtures (tests/workflows/faults.py), loaded by path as ploy.py is above.
-_faults_spec = importlib.util.spec_from_file_location(
-    "ploy_fault_workflows", Path(__file__).resolve().parent / "faults.py"
-)
-faults = importlib.util.module_from_spec(_faults_spec)
-_faults_spec.loader.exec_module(faults)
+faults = _beside("ploy_fault_workflows", "faults.py")
 workflows.update(faults.workflows)
 
 
@@ -362,11 +368,7 @@ workflows["error_kinds"] = error_kinds
 
 
 # The real-worker fixtures of waiting and composition (tests/workflows/composition.py).
-_composition_spec = importlib.util.spec_from_file_location(
-    "ploy_composition_workflows", Path(__file__).resolve().parent / "composition.py"
-)
-composition = importlib.util.module_from_spec(_composition_spec)
-_composition_spec.loader.exec_module(composition)
+composition = _beside("ploy_composition_workflows", "composition.py")
 workflows.update(composition.workflows)
 
 
@@ -412,30 +414,14 @@ workflows["bounded_sleeper"] = {"handler": bounded_sleeper, "on_error": on_faili
 
 
 # The fixtures of reruns from a step (tests/workflows/reruns.py).
-_reruns_spec = importlib.util.spec_from_file_location(
-    "ploy_rerun_workflows", Path(__file__).resolve().parent / "reruns.py"
-)
-reruns = importlib.util.module_from_spec(_reruns_spec)
-_reruns_spec.loader.exec_module(reruns)
+reruns = _beside("ploy_rerun_workflows", "reruns.py")
 workflows.update(reruns.workflows)
 # The fixtures of logs per attempt (tests/workflows/logged.py).
-_logged_spec = importlib.util.spec_from_file_location(
-    "ploy_logged_workflows", Path(__file__).resolve().parent / "logged.py"
-)
-logged = importlib.util.module_from_spec(_logged_spec)
-_logged_spec.loader.exec_module(logged)
+logged = _beside("ploy_logged_workflows", "logged.py")
 workflows.update(logged.workflows)
 # The transaction-step fixtures (tests/workflows/transactions.py).
-_transactions_spec = importlib.util.spec_from_file_location(
-    "ploy_transaction_workflows", Path(__file__).resolve().parent / "transactions.py"
-)
-transactions = importlib.util.module_from_spec(_transactions_spec)
-_transactions_spec.loader.exec_module(transactions)
+transactions = _beside("ploy_transaction_workflows", "transactions.py")
 workflows.update(transactions.workflows)
 # The concurrency-limit fixtures (tests/workflows/limits.py).
-_limits_spec = importlib.util.spec_from_file_location(
-    "ploy_limit_workflows", Path(__file__).resolve().parent / "limits.py"
-)
-limits = importlib.util.module_from_spec(_limits_spec)
-_limits_spec.loader.exec_module(limits)
+limits = _beside("ploy_limit_workflows", "limits.py")
 workflows.update(limits.workflows)
