@@ -1,7 +1,8 @@
 """Bulk-loads a big history for the scale benchmark: N executions of one step and one attempt
-each, spread over a week, plus three big ones (10,000 steps; one step of 100 attempts; values of
-about 1 MB). Raw multi-row inserts in big transactions on SQLite, COPY on PostgreSQL: the ORM
-would take an hour for a million.
+each, spread over a week with a busy last hour (a quarter of them), plus three big ones (10,000
+steps; one step of 100 attempts; values of about 1 MB). Raw multi-row inserts in big
+transactions on SQLite, COPY on PostgreSQL: the ORM would take an hour for a million. The
+count triggers are dropped meanwhile, and the counts taken from the rows once at the end.
 
 Columns come from the models, so a field added later gets its default and the load still runs.
 """
@@ -19,11 +20,14 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.db.models import Model
 
+from engine import count_schema
 from engine.models import Attempt, Execution, Step
 
 SPREAD = timedelta(days=7)
-# Executions created this recently are still running (the rest have ended).
+# Executions created this recently are still running (the rest have ended); in the busy last
+# hour, of short executions, only the last minute's.
 RUNNING_WINDOW = timedelta(minutes=10)
+BUSY_RUNNING_WINDOW = timedelta(minutes=1)
 BATCH = 50_000
 BIG_STEPS = 10_000
 MANY_ATTEMPTS = 100
@@ -149,12 +153,24 @@ class Loader:
         self.step_ids = iter(range(1, 1 << 62))
         self.attempt_ids = iter(range(1, 1 << 62))
 
-    def load(self, count: int, *, now: datetime, say: Callable[[str], None]) -> Loaded:
+    def load(
+        self,
+        count: int,
+        *,
+        now: datetime,
+        say: Callable[[str], None],
+        busy_hour: int | None = None,
+    ) -> Loaded:
+        """`count` executions, of which `busy_hour` (a quarter by default) were created in the
+        last hour: the traffic the "last hour" counters and the workflows page count."""
         started = time.perf_counter()
+        busy = count // 4 if busy_hour is None else min(busy_hour, count)
         prepare()
         indexes = drop_indexes()
-        histories = list(self._history(count, now))
+        count_schema.uninstall(connection, tables=False)  # counted in one pass at the end
+        histories = list(self._history(count - busy, now))
         middle = histories[len(histories) // 2][0] if histories else None
+        histories += self._busy_hour(busy, now)
         totals = self._write(histories, say)
         # Half-way through the history, as an old execution someone opens: not on the lists'
         # first pages (the API list answers inputs, and one is 1 MB).
@@ -164,6 +180,7 @@ class Loader:
         big_values = self._big_values(halfway + timedelta(seconds=20))
         say(f"  rebuilding {len(indexes)} indexes")
         restore_indexes(indexes)
+        count_schema.install(connection)
         finish()
         return Loaded(
             executions=totals[0] + 3,
@@ -185,6 +202,32 @@ class Loader:
             created = start + step * index
             status = "running" if now - created < RUNNING_WINDOW else self.rng.choice(endings)
             yield uuid7_at(created, self.rng), created, status
+
+    def _busy_hour(self, count: int, now: datetime) -> list[tuple[uuid.UUID, datetime, str]]:
+        """`count` executions created over the last hour, up to half a minute ago."""
+        start, span = now - timedelta(hours=1), timedelta(minutes=59, seconds=30)
+        endings = [status for status, weight in ENDINGS for _ in range(weight)]
+        rows = []
+        for index in range(count):
+            created = start + span * index / count
+            running = now - created < BUSY_RUNNING_WINDOW
+            status = "running" if running else self.rng.choice(endings)
+            rows.append((uuid7_at(created, self.rng), created, status))
+        return rows
+
+    def add_busy_hour(self, count: int, *, now: datetime, say: Callable[[str], None]) -> int:
+        """Into an already loaded database: `count` more executions (and their step and
+        attempt) created in the last hour. The counts are taken again from the rows."""
+        self.step_ids = iter(range(_next_id(Step), 1 << 62))
+        self.attempt_ids = iter(range(_next_id(Attempt), 1 << 62))
+        counted = not count_schema.missing(connection)  # else a later migrate counts them
+        if counted:
+            count_schema.uninstall(connection, tables=False)
+        written = self._write(self._busy_hour(count, now), say)[0]
+        if counted:
+            count_schema.install(connection)
+        finish()
+        return written
 
     def _write(self, histories: list, say: Callable[[str], None]) -> tuple[int, int, int]:
         """Executions, then their steps, then their attempts: each table in one pass."""
@@ -338,6 +381,12 @@ class Loader:
         self.steps.write([self._step_row(step_id, identity, created, "completed", output=big)])
         self.attempts.write([self._attempt_row(step_id, 1, created, "completed")])
         return identity
+
+
+def _next_id(model: type[Model]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT COALESCE(MAX(id), 0) + 1 FROM "{model._meta.db_table}"')
+        return int(cursor.fetchone()[0])
 
 
 def prepare() -> None:

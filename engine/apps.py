@@ -13,8 +13,9 @@ class EngineConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from engine import database, registry, schedules
+        from engine import count_schema, database, registry, schedules
 
         registry.load()
         post_migrate.connect(database.migrate_after_django, sender=self)
         post_migrate.connect(schedules.sync_after_migrate, sender=self)
+        post_migrate.connect(count_schema.repair_after_migrate, sender=self)

@@ -2,9 +2,10 @@
 
 Workers are many processes on many hosts, so no process's own counters tell the whole story:
 every figure is read from the database (the source of truth) at scrape time, in a fixed number
-of queries (SCRAPE_QUERIES), each bounded by an index: executions by (workflow, status), the
-running ones by what they wait for, the attempts of the last hour (at most the latest
-RECENT_ATTEMPTS), and the worker rows. Queue depth comes from Huey's storage.
+of queries (SCRAPE_QUERIES), each bounded: executions by (workflow, status) from the totals
+the database keeps (engine.counts), the running ones by what they wait for, the attempts of
+the last hour (at most the latest RECENT_ATTEMPTS), and the worker rows. Queue depth comes
+from Huey's storage.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from engine import counts as execution_counts
 from engine import registry
 from engine.api import ApiToken
 from engine.models import (
@@ -117,7 +119,8 @@ def _workflow_names() -> list[str]:
 
 
 def execution_totals(workflows: Iterable[str]) -> Iterator[Metric]:
-    """One GROUP BY (workflow, status), which the index on those columns covers."""
+    """From the totals the database keeps by (workflow, status) (engine.counts): a few rows,
+    whatever the number of executions."""
     started = CounterMetricFamily(
         "ployweb_executions_started",
         "Executions triggered, by workflow (every execution the database holds).",
@@ -128,10 +131,7 @@ def execution_totals(workflows: Iterable[str]) -> Iterator[Metric]:
         "Executions that ended, by workflow and final status.",
         labels=["workflow", "status"],
     )
-    counts: dict[tuple[str, str], int] = defaultdict(int)
-    rows = Execution.objects.order_by().values("workflow", "status").annotate(count=Count("*"))
-    for row in rows:
-        counts[row["workflow"], row["status"]] = row["count"]
+    counts: dict[tuple[str, str], int] = defaultdict(int, execution_counts.totals())
     names = sorted({*workflows, *(workflow for workflow, _ in counts)})
     for workflow in names:
         total = sum(count for (name, _), count in counts.items() if name == workflow)

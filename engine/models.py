@@ -297,3 +297,40 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return f"schedule {self.name} ({self.schedule})"
+
+
+class ExecutionCount(models.Model):
+    """Executions created in one minute, by workflow and status: rows the database's triggers
+    keep exact on every write of an execution (engine.count_schema), so that counting a window
+    reads a bounded number of rows whatever the traffic. Read with SQL (engine.counts)."""
+
+    pk = models.CompositePrimaryKey("bucket", "workflow", "status", "shard")
+    bucket = models.BigIntegerField()  # minutes since the Unix epoch of `created_at`
+    workflow = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices)
+    # PostgreSQL: the writing connection's shard (1-16), so that commits do not queue on one
+    # row; 0 for settled rows. SQLite has one writer at a time: 0.
+    shard = models.SmallIntegerField()
+    executions = models.BigIntegerField()  # may be negative in one shard; the sum never is
+
+    class Meta:
+        # The triggers' DDL creates the table (engine.count_schema): a flush must not empty it
+        # apart from the executions, whose deletes the triggers count.
+        managed = False
+        db_table = "engine_execution_counts"
+        ordering = ["bucket"]
+
+
+class ExecutionTotal(models.Model):
+    """Every execution the database holds, by workflow and status, kept like ExecutionCount."""
+
+    pk = models.CompositePrimaryKey("workflow", "status", "shard")
+    workflow = models.CharField(max_length=200)
+    status = models.CharField(max_length=16, choices=ExecutionStatus.choices)
+    shard = models.SmallIntegerField()
+    executions = models.BigIntegerField()
+
+    class Meta:
+        managed = False
+        db_table = "engine_execution_totals"
+        ordering = ["workflow"]

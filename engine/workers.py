@@ -24,7 +24,7 @@ from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from engine import clock
+from engine import clock, counts
 from engine.claims import Claim, EngineUnavailable
 from engine.models import Execution, Worker, WorkerStatus
 
@@ -350,6 +350,7 @@ class Heartbeat:
             self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
             sweep()
             prune_dead()
+            counts.prune()
         try:
             schedules.tick()
         except DatabaseError as error:  # the schedules stay due: the next heartbeat fires them
