@@ -134,6 +134,20 @@ def probes(loaded: Loaded, client: Client) -> list[Probe]:
         ),
         Probe(name="API workers", path="/api/workers", goal_ms=50),
         Probe(name="/metrics", path="/metrics", goal_ms=50),
+        # The list's counters under the busy last hour (a quarter of the load), with filters
+        # whose rows are all in that hour; "workflows page" above counts its 24 hours.
+        Probe(
+            name="list refresh of the running, with counters (busy hour)",
+            path="/?status=running",
+            goal_ms=50,
+            headers={**HTMX, "HX-Target": "executions"},
+        ),
+        Probe(
+            name="list refresh of one workflow's failures, with counters (busy hour)",
+            path="/?workflow=data_processing&status=failed",
+            goal_ms=50,
+            headers={**HTMX, "HX-Target": "executions"},
+        ),
     ]
 
 

@@ -6,10 +6,10 @@ reads a bounded number of rows whatever the traffic. The leader prunes old minut
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from engine import clock
 from engine.count_schema import COUNTS, LOCK_SPACE, REBUILT_HOURS, TOTALS
@@ -38,8 +38,9 @@ def whole_buckets_since(since: datetime) -> tuple[int, datetime]:
 
 
 def check_window(since: datetime) -> None:
-    """Minutes older than KEPT are pruned: refuse a window they would be missing from."""
-    if since < clock.now() - LONGEST_WINDOW - BUCKET:
+    """Minutes older than KEPT are pruned: refuse a window they would be missing from. (The
+    host's clock: a bound this loose needs no query of the database's.)"""
+    if since < timezone.now() - LONGEST_WINDOW - BUCKET:
         raise ValueError(
             f"counts reach back {LONGEST_WINDOW} at most, not to {since.isoformat()}: "
             "count older executions from their rows"
@@ -100,10 +101,3 @@ DROP_OLD = f"""
 DELETE FROM {COUNTS} WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM {COUNTS} WHERE bucket < %s OR executions = 0 FOR UPDATE SKIP LOCKED))
 """
-
-
-def by_workflow(counts: dict[tuple[str, str], int]) -> dict[str, dict[str, int]]:
-    grouped: dict[str, dict[str, int]] = defaultdict(dict)
-    for (workflow, status), total in counts.items():
-        grouped[workflow][status] = total
-    return grouped
