@@ -122,8 +122,8 @@ def step_progress(execution_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Progres
 
 
 def counts_by_status(since: datetime) -> dict[str, int]:
-    """Executions created since `since`, by status, zeros included: one statement of index
-    range counts (dashboard.counters), whatever the traffic."""
+    """Executions created since `since`, by status, zeros included: one statement of the kept
+    per-minute counts and at most a minute of rows (dashboard.counters), whatever the traffic."""
     statuses = list(ExecutionStatus.values)
     counts = counts_since(since, [{"status": status} for status in statuses])
     return dict(zip(statuses, counts, strict=True))
