@@ -138,23 +138,27 @@ POSTGRES_TRIGGERS = {
 
 
 def missing(connection: BaseDatabaseWrapper) -> list[str]:
-    """The count tables and triggers this database lacks, by name."""
+    """The count tables and triggers this database lacks (on SQLite, or has in another
+    version than this one's), by name."""
     tables = set(connection.introspection.table_names())
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(
-                "SELECT tgname FROM pg_trigger WHERE tgrelid = to_regclass(%s)", [EXECUTIONS]
+                "SELECT tgname, '' FROM pg_trigger WHERE tgrelid = to_regclass(%s)", [EXECUTIONS]
             )
-            expected = [*POSTGRES_TRIGGERS]
+            expected = dict.fromkeys(POSTGRES_TRIGGERS, "")
         else:
             cursor.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s",
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = %s",
                 [EXECUTIONS],
             )
-            expected = [*SQLITE_TRIGGERS]
-        triggers = {row[0] for row in cursor.fetchall()}
+            # SQLite keeps a trigger's statement as written, less its IF NOT EXISTS.
+            expected = {
+                name: sql.replace(" IF NOT EXISTS", "") for name, sql in SQLITE_TRIGGERS.items()
+            }
+        present = dict(cursor.fetchall())
     return [name for name in (COUNTS, TOTALS) if name not in tables] + [
-        name for name in expected if name not in triggers
+        name for name, sql in expected.items() if present.get(name) != sql
     ]
 
 
@@ -168,7 +172,10 @@ def install(connection: BaseDatabaseWrapper) -> list[str]:
         statements: list[str] = [*(POSTGRES_TABLES if postgres else SQLITE_TABLES)]
         triggers = POSTGRES_TRIGGERS if postgres else SQLITE_TRIGGERS
         statements += [*POSTGRES_FUNCTIONS] if postgres else []
-        statements += [sql for name, sql in triggers.items() if name in absent]
+        for name, sql in triggers.items():
+            if name in absent:
+                statements += [f"DROP TRIGGER IF EXISTS {name}" + (f" ON {EXECUTIONS}" * postgres)]
+                statements.append(sql)
         with connection.cursor() as cursor:
             for statement in statements:
                 cursor.execute(statement)

@@ -107,6 +107,24 @@ def test_a_migrate_with_nothing_missing_counts_nothing_again():
     assert counts.totals() == {("data_processing", "completed"): 8}
 
 
+def test_a_trigger_of_another_version_is_replaced_and_counted_again():
+    name = count_schema.TRIGGERS[0]
+    with connection.cursor() as cursor:  # an older body that counts nothing
+        cursor.execute(f"DROP TRIGGER {name}")
+        cursor.execute(
+            f"CREATE TRIGGER {name} AFTER INSERT ON {count_schema.EXECUTIONS} BEGIN SELECT 1; END"
+        )
+    created_ago(timedelta(minutes=5), status="failed")
+    assert count_schema.missing(connection) == [name]
+
+    call_command("migrate", verbosity=0, stdout=StringIO())
+
+    assert count_schema.missing(connection) == []
+    assert counts.totals() == {("data_processing", "failed"): 1}
+    created_ago(timedelta(minutes=1), status="failed")
+    assert differences() == {}
+
+
 def test_the_migration_counts_the_executions_already_there():
     created_ago(timedelta(minutes=5), status="completed")
     executor = MigrationExecutor(connection)
