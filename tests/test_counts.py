@@ -128,7 +128,10 @@ def test_a_trigger_of_another_version_is_replaced_and_counted_again():
 def test_the_migration_counts_the_executions_already_there():
     created_ago(timedelta(minutes=5), status="completed")
     executor = MigrationExecutor(connection)
-    executor.migrate([("engine", "0012_code_fingerprint")])
+    graph = executor.loader.graph
+    [counted] = [key for key in graph.nodes if key[1].endswith("_execution_counts")]
+    # To just before the counts' migration, whatever number it ends up with.
+    executor.migrate([parent.key for parent in graph.node_map[counted].parents])
     assert set(count_schema.missing(connection)) >= {count_schema.COUNTS, count_schema.TOTALS}
     created_ago(timedelta(minutes=2), status="failed")
     created_ago(timedelta(hours=3), workflow="flaky", status="cancelled")
