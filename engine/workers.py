@@ -78,9 +78,9 @@ class WorkerProcess:
         self.threads = threads
         register(self)
         if threads:
-            from engine import schedules
+            from engine import registry, schedules
 
-            schedules.sync_at_start()
+            schedules.loaded_at(registry.current().config)  # its age, should it lead
         self._last_beat = time.monotonic()
         self._heartbeat = Heartbeat(self)
         self._heartbeat.start()
