@@ -4,6 +4,14 @@ A tick fires in one transaction that moves the row's `next_run_at` on with a con
 (only if it still holds the value this process read) and triggers the execution with the
 idempotency key `schedule:<name>:<tick>`: two leaders ticking at once, on any number of hosts,
 start one execution. Ticks missed while nothing ran are not replayed, except the latest.
+
+In a rolling deploy, workers of two versions run at once, their ploy.yaml files differing. Only
+`migrate` and the leader bring the rows in line with their ploy.yaml, and a row is deleted only
+by a ploy.yaml loaded no earlier than the one that added it (a row's `created_at` is when the
+ploy.yaml that added it was loaded). The leader is the oldest worker, so an old version leads
+until the old workers are gone, and it cannot delete what the new version added; the first new
+leader then deletes what the new version dropped. The leader fires only the schedules its own
+ploy.yaml defines.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import IntegrityError, transaction
 
 from engine import clock, registry, runtime
 from engine.config import PloyConfig
@@ -74,28 +82,37 @@ def fields_of(schedule: ScheduleConfig) -> dict[str, object]:
     }
 
 
-def sync(config: PloyConfig, *, now: datetime | None = None) -> None:
-    """Make the rows say what ploy.yaml says: new schedules added, removed ones deleted, a changed
-    expression due at its next tick from now; pause state and history are kept."""
+def sync(
+    config: PloyConfig, *, now: datetime | None = None, loaded_at: datetime | None = None
+) -> None:
+    """Make the rows say what ploy.yaml (loaded at `loaded_at`, by default `now`) says: new
+    schedules added, a changed expression due at its next tick from now (pause state and history
+    kept), removed ones deleted unless a newer ploy.yaml added them."""
     now = now or clock.now()
+    loaded_at = loaded_at or now
     wanted = {schedule.name: schedule for schedule in config.schedules}
     with serialized():
-        removed = Schedule.objects.exclude(name__in=list(wanted)).delete()[0]
+        others = Schedule.objects.exclude(name__in=list(wanted))
+        removed = others.filter(created_at__lte=loaded_at).delete()[0]
         if removed:
             logger.info("schedules: %d removed from ploy.yaml deleted", removed)
+        if kept := others.count():
+            logger.info("schedules: %d added by a newer ploy.yaml kept", kept)
         rows = {row.name: row for row in Schedule.objects.filter(name__in=list(wanted))}
         for name, schedule in wanted.items():
-            _sync_one(rows.get(name), schedule, now)
+            _sync_one(rows.get(name), schedule, now, loaded_at)
 
 
-def _sync_one(row: Schedule | None, schedule: ScheduleConfig, now: datetime) -> None:
+def _sync_one(
+    row: Schedule | None, schedule: ScheduleConfig, now: datetime, loaded_at: datetime
+) -> None:
     fields = fields_of(schedule)
     first = tick_after(schedule.cron or "", schedule.every, now)
     if row is None:
         try:
             with transaction.atomic():
                 Schedule.objects.create(
-                    name=schedule.name, next_run_at=first, created_at=now, **fields
+                    name=schedule.name, next_run_at=first, created_at=loaded_at, **fields
                 )
         except IntegrityError:
             pass  # another process synced it first
@@ -108,16 +125,21 @@ def _sync_one(row: Schedule | None, schedule: ScheduleConfig, now: datetime) -> 
 
 
 def sync_after_migrate(**kwargs: object) -> None:
-    """`manage.py migrate` brings the rows in line with ploy.yaml, before any worker starts."""
-    sync(registry.current().config)
+    """`manage.py migrate` brings the rows in line with ploy.yaml, before new workers start."""
+    config = registry.current().config
+    sync(config, loaded_at=loaded_at(config))
 
 
-def sync_at_start() -> None:
-    """A worker's start brings the rows in line with its ploy.yaml (a deploy's new schedules)."""
-    try:
-        sync_once(registry.current().config)
-    except DatabaseError as error:  # the leader syncs again at its first tick
-        logger.warning("schedules: cannot sync with ploy.yaml now: %s", error)
+_loaded: tuple[PloyConfig, datetime] | None = None
+
+
+def loaded_at(config: PloyConfig) -> datetime:
+    """When this process loaded `config`, as the database's clock reads: a worker notes it as it
+    starts (`WorkerProcess.start`), so that it is its age, not when the worker first leads."""
+    global _loaded
+    if _loaded is None or _loaded[0] is not config:
+        _loaded = (config, clock.now())
+    return _loaded[1]
 
 
 _synced: PloyConfig | None = None
@@ -127,7 +149,7 @@ def sync_once(config: PloyConfig) -> None:
     """Sync when this process's ploy.yaml is new to it (the leader's first tick)."""
     global _synced
     if _synced is not config:
-        sync(config)
+        sync(config, loaded_at=loaded_at(config))
         _synced = config
 
 
@@ -142,7 +164,9 @@ def tick(*, now: datetime | None = None) -> list[str]:
     if not config.schedules:
         return []
     now = now or clock.now()
-    due = list(Schedule.objects.filter(paused=False, next_run_at__lte=now))
+    # Not a row another version's ploy.yaml added (a rolling deploy): its leader fires it.
+    names = [schedule.name for schedule in config.schedules]
+    due = list(Schedule.objects.filter(paused=False, next_run_at__lte=now, name__in=names))
     started = [fire(row, now) for row in due]
     return [execution_id for execution_id in started if execution_id]
 

@@ -1,10 +1,9 @@
-"""Worker processes: registration, heartbeats, and the leader that frees dead workers' executions.
+"""Worker processes: registration, heartbeats, and handing over the executions they held.
 
 Each worker process is a `Worker` row whose `last_seen_at` it stamps with the database's clock
-about every second: one write per process, however many executions it runs. The oldest live
-worker leads: it declares workers silent for PLOY_WORKER_TIMEOUT_SECONDS dead, frees what they
-held and queues it ahead of new work, and it alone runs the sweep for lost queue messages and
-fires the schedules' ticks (engine.schedules).
+about every second: one write per process, however many executions it runs, on a thread that
+does nothing else. The oldest live worker leads (engine.leader): it declares workers silent for
+PLOY_WORKER_TIMEOUT_SECONDS dead and frees what they held, on a thread of its own.
 """
 
 from __future__ import annotations
@@ -17,16 +16,19 @@ import threading
 import time
 import uuid
 from datetime import timedelta
-from typing import cast
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import DatabaseError, connection
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from engine import clock, counts
+from engine import clock
 from engine.claims import Claim, EngineUnavailable
 from engine.models import Execution, Worker, WorkerStatus
+
+if TYPE_CHECKING:
+    from engine.leader import Duties
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class WorkerProcess:
         self._to_release: dict[uuid.UUID, Claim] = {}
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
+        self._duties: Duties | None = None
         self._last_beat = time.monotonic()
 
     def _new_id(self) -> str:
@@ -70,15 +73,19 @@ class WorkerProcess:
         """Register and heartbeat from now on (a `runhuey` process, or a `.run()` caller)."""
         if self._heartbeat is not None:
             return
+        from engine.leader import Duties
+
         self.threads = threads
         register(self)
         if threads:
-            from engine import schedules
+            from engine import registry, schedules
 
-            schedules.sync_at_start()
+            schedules.loaded_at(registry.current().config)  # its age, should it lead
         self._last_beat = time.monotonic()
         self._heartbeat = Heartbeat(self)
         self._heartbeat.start()
+        self._duties = Duties(self)
+        self._duties.start()
         atexit.register(self.stop)
 
     @property
@@ -101,6 +108,9 @@ class WorkerProcess:
         if self._heartbeat is None:
             return
         self.stopping.set()
+        if self._duties is not None:
+            self._duties.stop()
+            self._duties = None
         self._heartbeat.stop()
         self._heartbeat = None
         self.retry_releases()
@@ -223,35 +233,6 @@ def beat(worker: WorkerProcess) -> bool:
     return row is not None
 
 
-def is_leader(worker: WorkerProcess) -> bool:
-    """The oldest worker that heartbeated in the last few beats leads, so a dead leader is
-    replaced within seconds; two leaders for a moment are harmless (all they do is
-    idempotent)."""
-    recently = timedelta(seconds=min(settings.PLOY_WORKER_TIMEOUT_SECONDS, 3 * heartbeat_seconds()))
-    oldest = (
-        Worker.objects.filter(status=WorkerStatus.ALIVE, threads__gt=0)
-        .filter(last_seen_at__gte=clock.now() - recently)
-        .values_list("id", flat=True)
-        .first()
-    )
-    return oldest == worker.id
-
-
-def reap() -> int:
-    """Declare silent workers dead and free every execution held by a worker that is not live;
-    how many workers were declared dead."""
-    silent = Worker.objects.filter(
-        status__in=LIVE_STATUSES, last_seen_at__lt=clock.now() - timeout()
-    )
-    dead = list(silent.values_list("id", flat=True))
-    declare_dead(dead)
-    live = Worker.objects.filter(status__in=LIVE_STATUSES).values("id")
-    orphans = Execution.objects.running().filter(owner__isnull=False).exclude(owner__in=live)
-    owners = orphans.values_list("owner", flat=True).order_by().distinct()
-    release_owned_by(cast(list[str], list(owners)))
-    return len(dead)
-
-
 def declare_dead(worker_ids: list[str]) -> None:
     if not worker_ids:
         return
@@ -290,19 +271,13 @@ def release_claim(claim: Claim, *, retry_in: float = 0) -> None:
             enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
 
 
-def prune_dead() -> None:
-    Worker.objects.filter(
-        status=WorkerStatus.DEAD, last_seen_at__lt=clock.now() - DEAD_ROWS_KEPT
-    ).delete()
-
-
 class Heartbeat:
-    """The thread that keeps a worker alive, and leads when it is the oldest."""
+    """The thread that keeps a worker alive: one write a beat and nothing else, so that no other
+    work of the process (the leader's duties above all) can make a beat late."""
 
     def __init__(self, worker: WorkerProcess) -> None:
         self._worker = worker
         self._stopped = threading.Event()
-        self._next_sweep = 0.0
         self._thread = threading.Thread(target=self._run, name="ploy-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -329,29 +304,6 @@ class Heartbeat:
 
     def tick(self) -> None:
         worker = self._worker
-        if beat(worker):
-            worker.beat_succeeded()
-        else:
+        if not beat(worker):
             worker.reregister()
-            worker.beat_succeeded()
-        worker.retry_releases()
-        if worker.threads and is_leader(worker):
-            self.lead()
-
-    def lead(self) -> None:
-        from engine import schedules
-        from engine.runtime import sweep
-
-        if reap():
-            # A dead worker may have taken a message off the queue and died before claiming
-            # its execution: look for what is overdue by the timeout, now, not at the next sweep.
-            sweep(grace=timeout() - timedelta(seconds=heartbeat_seconds()))
-        if time.monotonic() >= self._next_sweep:
-            self._next_sweep = time.monotonic() + settings.PLOY_SWEEP_SECONDS
-            sweep()
-            prune_dead()
-            counts.prune()
-        try:
-            schedules.tick()
-        except DatabaseError as error:  # the schedules stay due: the next heartbeat fires them
-            logger.warning("schedules: cannot tick now: %s", error)
+        worker.beat_succeeded()
