@@ -74,7 +74,7 @@ SCRAPE_QUERIES = 4  # executions, running executions, recent attempts, workers
 # The attempt histogram covers the attempts that finished this recently, read from at most
 # this many of the latest attempt ids (a range of the primary key, whatever the table's size).
 RECENT_WINDOW = timedelta(hours=1)
-RECENT_ATTEMPTS = 50_000
+RECENT_ATTEMPTS = 10_000
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
 # What a running execution that no worker holds, and that is not due yet, waits for: its
