@@ -146,7 +146,7 @@ def load(
     execution = reads.execution_head(execution_id, full=full)
     steps, more = reads.step_window(execution.id, after=after, full=full)
     summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
-    children = queries.children_of(execution.id) if summary.invokes else NO_CHILDREN
+    children = queries.children_of(execution.id) if execution.has_children else NO_CHILDREN
     return present(
         execution,
         steps,
@@ -281,7 +281,8 @@ def fingerprint(
     if not execution.is_finished:
         parts.append(int(now.timestamp()) // REFRESH_SECONDS)
     for step in steps:
-        parts += [step.name, step.status, step.attempt_count, step.finished_at, step.wake_at]
+        parts += [step.name, step.status, step.attempt_count, step.failure_count]
+        parts += [step.finished_at, step.wake_at]
         parts += [
             (attempt.status, attempt.finished_at, attempt.worker) for attempt in step.attempts.all()
         ]
