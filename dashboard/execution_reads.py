@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from django.db.models import (
     Count,
+    Exists,
     F,
     Max,
     Min,
     Model,
+    OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Sum,
     TextField,
+    Value,
 )
 from django.db.models.functions import Cast, Length, Substr
 
@@ -35,6 +40,7 @@ ATTEMPTS_SHOWN = 10
 # PREVIEW_CHARS only; the whole value is loaded on demand.
 PREVIEW_CHARS = 10_000
 VALUE_FIELDS = ("input", "output")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +70,6 @@ class StepSummary:
     `changes` is what a poll of a running execution compares beyond the window's own steps."""
 
     total: int
-    invokes: int  # steps that start children
     before: SpanSummary
     after: SpanSummary
     last_started: datetime | None = None
@@ -79,14 +84,29 @@ class StepSummary:
 
 NO_SPAN = SpanSummary()
 FINISHED_STEP_STATUSES = (StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.CANCELLED)
-# What a poll compares: any step starting, ending, failing, retrying or beginning to wait.
-CHANGES = {
-    "ended": Count("id", filter=Q(status__in=FINISHED_STEP_STATUSES)),
+BEFORE, AFTER = 0, 1  # the sides of the window
+# The figures of the steps on one side of the window (SpanSummary's, and the last start).
+SPAN = {
+    "count": Count("id"),
     "failed": Count("id", filter=Q(status=StepStatus.FAILED)),
+    "running": Count("id", filter=~Q(status__in=FINISHED_STEP_STATUSES)),  # not ended
+    "first_started": Min("started_at"),
+    "last_started": Max("started_at"),
+    "last_finished": Max("finished_at"),
+    "first_position": Min("position"),
+    "last_position": Max("position"),
+}
+# And while the execution runs: its next wake, an event it waits for, and what a poll
+# compares (the window's own steps are in the page's fingerprint): any step starting,
+# ending, failing, retrying or beginning to wait.
+LIVE = {
+    "last_wake": Max("wake_at", filter=~Q(status=StepStatus.WAITING)),  # a sleep's, a retry's
+    "waiting_event": Max("event_type", filter=Q(status=StepStatus.WAITING)),
     "waiting": Count("id", filter=Q(status__in=(StepStatus.WAITING, StepStatus.SLEEPING))),
     "attempts": Sum("attempt_count"),
     "failures": Sum("failure_count"),
 }
+CHANGES = ("count", "failed", "running", "waiting", "attempts", "failures")
 
 
 def previews(field: str) -> dict[str, object]:
@@ -120,8 +140,10 @@ def fill_previews(row: Model, *, full: bool) -> None:
 
 
 def execution_head(execution_id: object, *, full: bool = False) -> Execution:
-    """The execution row, with previews of its input and output: one query."""
-    executions = with_previews(Execution.objects.all(), full=full)
+    """The execution row, with previews of its input and output, and `has_children` (a probe
+    of the parent index, so that a page without children spends nothing on them): one query."""
+    children = Execution.objects.filter(parent_id=OuterRef("pk"))
+    executions = with_previews(Execution.objects.annotate(has_children=Exists(children)), full=full)
     execution = executions.filter(id=parse_execution_id(execution_id)).first()
     if execution is None:
         raise ExecutionNotFound(execution_id)
@@ -152,55 +174,59 @@ def step_window(
 def step_summary(
     execution_id: uuid.UUID, window: list[Step], *, live: bool, after: int | None
 ) -> StepSummary:
-    """Counts and times of the steps outside `window` and of all of them, in one query that
-    reads each step row once: only what the page shows (`live`: what a poll compares too;
-    `after`: the window starts past the first step, so some are before it)."""
+    """Counts and times of the steps outside `window` and of all of them, in one query: each
+    side of the window is a range of the (execution, position) index, aggregated once and
+    without reading the steps' values; the window's own steps are counted here. `live`: what
+    a poll compares too; `after`: the window starts past the first step, so some are before."""
     last = window[-1].position if window else after if after is not None else -1
-    aggregates: dict[str, object] = {
-        "total": Count("id"),
-        "last_started": Max("started_at"),
-        "last_finished": Max("finished_at"),
-        "invokes": Count("id", filter=Q(child__isnull=False) | Q(input__has_key="binding")),
-        **span_aggregates("after", Q(position__gt=last)),
-    }
+    sides = {AFTER: Q(position__gt=last)}
     if after is not None:
-        first = window[0].position if window else after + 1
-        aggregates.update(span_aggregates("before", Q(position__lt=first)))
-    if live:
-        aggregates["last_wake"] = Max("wake_at", filter=~Q(status=StepStatus.WAITING))
-        aggregates["waiting_event"] = Max("event_type", filter=Q(status=StepStatus.WAITING))
-        aggregates.update(CHANGES)
-    figures = Step.objects.filter(execution_id=execution_id).aggregate(**aggregates)
+        sides[BEFORE] = Q(position__lt=window[0].position if window else after + 1)
+    steps = Step.objects.filter(execution_id=execution_id).order_by()
+    parts = [span_figures(steps.filter(where), side, live=live) for side, where in sides.items()]
+    spans = {row["side"]: row for row in parts[0].union(*parts[1:], all=True)}
+    rows = [*(spans[side] for side in sides if side in spans), window_figures(window)]
     return StepSummary(
-        total=figures["total"],
-        invokes=figures["invokes"],
-        before=span_summary("before", figures),
-        after=span_summary("after", figures),
-        last_started=figures["last_started"],
-        last_finished=figures["last_finished"],
-        last_wake=figures.get("last_wake"),
-        waiting_event=figures.get("waiting_event") or "",
-        changes=tuple(figures.get(name) for name in CHANGES),
+        total=sum(row["count"] for row in rows),
+        before=span_summary(spans.get(BEFORE)),
+        after=span_summary(spans.get(AFTER)),
+        last_started=latest(row["last_started"] for row in rows),
+        last_finished=latest(row["last_finished"] for row in rows),
+        last_wake=latest(row["last_wake"] for row in rows) if live else None,
+        waiting_event=(latest(row["waiting_event"] for row in rows) or "") if live else "",
+        changes=tuple(spans[side][name] for side in sides if side in spans for name in CHANGES)
+        if live
+        else (),
     )
 
 
-def span_aggregates(prefix: str, where: Q) -> dict[str, object]:
+def span_figures(steps: QuerySet[Step], side: int, *, live: bool) -> QuerySet[Step, dict]:
+    """One row of SPAN (and LIVE) figures of `steps`, tagged with `side`."""
+    aggregates = {**SPAN, **(LIVE if live else {})}
+    return steps.annotate(side=Value(side)).values("side").annotate(**aggregates)
+
+
+def window_figures(window: list[Step]) -> dict[str, object]:
+    """What the summary takes from span_figures, of the window's steps (already loaded)."""
+    waiting = [step for step in window if step.status == StepStatus.WAITING]
     return {
-        f"{prefix}_count": Count("id", filter=where),
-        f"{prefix}_failed": Count("id", filter=where & Q(status=StepStatus.FAILED)),
-        f"{prefix}_running": Count("id", filter=where & ~Q(status__in=FINISHED_STEP_STATUSES)),
-        f"{prefix}_first_started": Min("started_at", filter=where),
-        f"{prefix}_last_finished": Max("finished_at", filter=where),
-        f"{prefix}_first_position": Min("position", filter=where),
-        f"{prefix}_last_position": Max("position", filter=where),
+        "count": len(window),
+        "last_started": latest(step.started_at for step in window),
+        "last_finished": latest(step.finished_at for step in window),
+        "last_wake": latest(step.wake_at for step in window if step.status != StepStatus.WAITING),
+        "waiting_event": latest(step.event_type for step in waiting),
     }
 
 
-def span_summary(prefix: str, figures: dict[str, object]) -> SpanSummary:
-    if f"{prefix}_count" not in figures:
+def latest(values: Iterable[T | None]) -> T | None:
+    """The greatest of `values` that is not None, or None."""
+    return max((value for value in values if value is not None), default=None)  # type: ignore[type-var]
+
+
+def span_summary(row: dict[str, object] | None) -> SpanSummary:
+    if row is None:
         return NO_SPAN
-    values = {name: figures[f"{prefix}_{name}"] for name in SpanSummary.__dataclass_fields__}
-    return SpanSummary(**values)  # type: ignore[arg-type]
+    return SpanSummary(**{name: row[name] for name in SpanSummary.__dataclass_fields__})  # type: ignore[arg-type]
 
 
 def step_at(execution_id: object, position: int) -> Step:

@@ -14,6 +14,7 @@ from dashboard.queries import Children, Events, StepChildren
 from dashboard.timeline import Timeline, branch_order, build_timeline
 from dashboard.values import JsonValue, pretty, preview
 from engine.models import Attempt, Event, Execution, Step, StepStatus
+from engine.reruns import can_start_from
 
 # While an execution runs, its page is re-rendered at least this often (the "now" of its
 # timeline moves), and sooner whenever a step or attempt changes.
@@ -61,6 +62,23 @@ class StepView:
     @property
     def is_group(self) -> bool:
         return bool(self.branches)
+
+    @property
+    def can_rerun_from(self) -> bool:
+        """Whether the card offers "Rerun from here"."""
+        return can_start_from(self.step)
+
+    @property
+    def reused_before(self) -> str:
+        """What a rerun from this step reuses, for its confirmation."""
+        before = self.position - 1
+        if not before:
+            return "Nothing is reused: it is the first step."
+        if before == 1:
+            return "The 1 step before it is reused as stored: its function does not run again."
+        return (
+            f"The {before} steps before it are reused as stored: their functions do not run again."
+        )
 
     @property
     def kind(self) -> str:
@@ -146,7 +164,7 @@ def load(
     execution = reads.execution_head(execution_id, full=full)
     steps, more = reads.step_window(execution.id, after=after, full=full)
     summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
-    children = queries.children_of(execution.id) if summary.invokes else NO_CHILDREN
+    children = queries.children_of(execution.id) if execution.has_children else NO_CHILDREN
     return present(
         execution,
         steps,
@@ -281,7 +299,8 @@ def fingerprint(
     if not execution.is_finished:
         parts.append(int(now.timestamp()) // REFRESH_SECONDS)
     for step in steps:
-        parts += [step.name, step.status, step.attempt_count, step.finished_at, step.wake_at]
+        parts += [step.name, step.status, step.attempt_count, step.failure_count]
+        parts += [step.finished_at, step.wake_at]
         parts += [
             (attempt.status, attempt.finished_at, attempt.worker) for attempt in step.attempts.all()
         ]

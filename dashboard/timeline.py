@@ -11,7 +11,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING
+
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
 
 from dashboard.values import format_duration
 from engine.models import Attempt, AttemptStatus, Execution, Step, StepStatus
@@ -27,6 +31,7 @@ TICK_STEPS_MS = (
     7_200_000, 21_600_000, 43_200_000, 86_400_000,
 )  # fmt: skip
 MAX_TICKS = 6
+GRID_LINE = '<span class="tl-grid" style="left: {}%" aria-hidden="true"></span>'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,6 +72,11 @@ class Timeline:
     ticks: list[Tick]
     now_left: str | None
     span: str
+
+    @cached_property
+    def grid(self) -> SafeString:
+        """The tick lines every row repeats, written once for all of them."""
+        return format_html_join("", GRID_LINE, ((tick.left,) for tick in self.ticks))
 
 
 class Axis:

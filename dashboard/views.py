@@ -201,6 +201,7 @@ def detail_context(
         "first_url": path,
         # Reversed once here rather than in each step and attempt of the page.
         "value_path": reverse("dashboard:stored_value", args=[page.execution.id]),
+        "rerun_url": reverse("dashboard:rerun", args=[page.execution.id]),
         "workers_url": reverse("dashboard:worker_list"),
         "event_form": event_form or new_event_form(page),
         "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",

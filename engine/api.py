@@ -20,7 +20,7 @@ from ninja.openapi.schema import OpenAPISchema
 from ninja.params import functions as params
 from ninja.security import HttpBearer
 
-from engine import events, queries, records, registry, rerun_api, runtime
+from engine import events, queries, read_answers, records, registry, rerun_api, runtime
 from engine.config import shown
 from engine.errors import (
     ExecutionAlreadyFinished,
@@ -269,11 +269,11 @@ def trigger_workflow(
     response={200: ExecutionPageOut, **_errors(401, 422)},
     tags=["executions"],
 )
-def list_executions(request: HttpRequest, filters: Query[ExecutionFilters]) -> ExecutionPageOut:
+def list_executions(request: HttpRequest, filters: Query[ExecutionFilters]) -> HttpResponse:
     """Newest first; follow nextCursor for older ones (keyset paging, no page counts)."""
     _refuse_unknown_parameters(request, ExecutionFilters)
     page = queries.list_executions(**filters.model_dump())
-    return ExecutionPageOut.of(page)
+    return _answer(request, read_answers.execution_page_answer(page))
 
 
 @router.post(
@@ -282,10 +282,10 @@ def list_executions(request: HttpRequest, filters: Query[ExecutionFilters]) -> E
     response={200: ExecutionOut, **_errors(401, 404, 409)},
     tags=["executions"],
 )
-def cancel_execution(request: HttpRequest, id: str) -> ExecutionOut:
+def cancel_execution(request: HttpRequest, id: str) -> HttpResponse:
     """Cancelled at once; a worker running it stops at its next step boundary."""
     runtime.cancel_execution(id)
-    return _execution(id)
+    return _execution(request, id)
 
 
 @router.post(
@@ -321,9 +321,9 @@ def rerun_execution(request: HttpRequest, id: str) -> Status[TriggerOut]:
     response={200: ExecutionOut, **_errors(401, 404)},
     tags=["executions"],
 )
-def get_execution(request: HttpRequest, id: str) -> ExecutionOut:
+def get_execution(request: HttpRequest, id: str) -> HttpResponse:
     """The execution with its steps and each step's attempts."""
-    return _execution(id)
+    return _execution(request, id)
 
 
 @router.get(
@@ -332,11 +332,14 @@ def get_execution(request: HttpRequest, id: str) -> ExecutionOut:
     response={200: StepPageOut, **_errors(401, 404, 422)},
     tags=["executions"],
 )
-def list_execution_steps(request: HttpRequest, id: str, filters: Query[StepFilters]) -> StepPageOut:
+def list_execution_steps(
+    request: HttpRequest, id: str, filters: Query[StepFilters]
+) -> HttpResponse:
     """The execution's steps in the order reached, with their attempts, a page at a time:
     start from the execution's stepsNextCursor (or without a cursor, from the first step)."""
     _refuse_unknown_parameters(request, StepFilters)
-    return StepPageOut.of(records.load_step_page(id, cursor=filters.cursor, limit=filters.limit))
+    page = records.load_step_page(id, cursor=filters.cursor, limit=filters.limit)
+    return _answer(request, read_answers.step_page_answer(page))
 
 
 def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> None:
@@ -348,9 +351,16 @@ def _refuse_unknown_parameters(request: HttpRequest, schema: type[Schema]) -> No
         raise queries.InvalidQuery(f"unknown query parameter {unknown[0]!r}: use {known}")
 
 
-def _execution(execution_id: str) -> ExecutionOut:
+def _execution(request: HttpRequest, execution_id: str) -> HttpResponse:
     """The first page of steps inline, so the answer stays bounded whatever the execution."""
-    return ExecutionOut.of(*records.load_record_page(execution_id))
+    record, steps_next_cursor = records.load_record_page(execution_id)
+    return _answer(request, read_answers.execution_answer(record, steps_next_cursor))
+
+
+def _answer(request: HttpRequest, answer: dict[str, Any]) -> HttpResponse:
+    """A read's answer, already in the shape its `response=` Schema documents (built by
+    engine.read_answers): rendered as it is, so ninja does not validate it object by object."""
+    return api.create_response(request, answer, status=200)
 
 
 def _read_input(request: HttpRequest) -> object:

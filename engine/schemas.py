@@ -1,5 +1,6 @@
-"""The HTTP API's JSON shapes (camelCase, like Ploy's), built from engine.records, and the one
-reader of user-typed JSON input shared by the API and the admin's trigger form."""
+"""The HTTP API's JSON shapes (camelCase, like Ploy's): they validate requests and document
+every answer; engine.read_answers builds the read answers to match them. Also the one reader of
+user-typed JSON input shared by the API and the admin's trigger form."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from pydantic_core import PydanticCustomError
 
 from engine.config import BindingConfig
 from engine.models import AttemptStatus, ExecutionStatus, StepStatus
-from engine.queries import MAX_PAGE_SIZE, MAX_STEP_PAGE_SIZE, STEP_CURSOR, Page
-from engine.records import ExecutionRecord, StepPage
+from engine.queries import MAX_PAGE_SIZE, MAX_STEP_PAGE_SIZE, STEP_CURSOR
 
 # Deeper documents parse or not depending on how deep the stack already is; a fixed limit
 # keeps every later reader (API, admin, dashboard, worker) far from Python's recursion limit.
@@ -104,14 +104,14 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _utc_text(value: datetime) -> str:
+def utc_text(value: datetime) -> str:
     """ISO 8601 in UTC ending in Z, as the contract (and JavaScript's Date) write it."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 UtcTime = Annotated[
     datetime,
-    PlainSerializer(_utc_text, return_type=str),
+    PlainSerializer(utc_text, return_type=str),
     WithJsonSchema(
         {"type": "string", "format": "date-time", "examples": ["2026-11-25T14:55:23.308Z"]}
     ),
@@ -223,11 +223,6 @@ class ExecutionOut(ExecutionSummaryOut):
         "these; null when every step is listed here.",
     )
 
-    @classmethod
-    def of(cls, record: ExecutionRecord[Any, Any], steps_next_cursor: str | None) -> ExecutionOut:
-        execution = cls.model_validate(record)
-        return execution.model_copy(update={"steps_next_cursor": steps_next_cursor})
-
 
 class StepPageOut(CamelSchema):
     items: list[StepOut]
@@ -235,27 +230,12 @@ class StepPageOut(CamelSchema):
         description="Pass as `cursor` for the next steps; null after the last one."
     )
 
-    @classmethod
-    def of(cls, page: StepPage) -> StepPageOut:
-        return cls(
-            items=[StepOut.model_validate(step) for step in page.steps],
-            next_cursor=page.next_cursor,
-        )
-
 
 class ExecutionPageOut(CamelSchema):
     items: list[ExecutionSummaryOut]
     next_cursor: str | None = Field(
         description="Pass as `cursor` for the next page; null at the end."
     )
-
-    @classmethod
-    def of(cls, page: Page) -> ExecutionPageOut:
-        items = [ExecutionRecord.of(execution, with_steps=False) for execution in page.items]
-        return cls(
-            items=[ExecutionSummaryOut.model_validate(item) for item in items],
-            next_cursor=page.next_cursor,
-        )
 
 
 class WorkflowOut(CamelSchema):
