@@ -17,8 +17,11 @@ from engine.admin_display import (
     traceback_html,
 )
 from engine.admin_reruns import RerunFromStepInlineMixin
-from engine.admin_scale import BoundedListMixin, IdPrefixSearchMixin, workflow_filter
+from engine.admin_scale import IdPrefixSearchMixin, PageAheadListMixin, workflow_filter
 from engine.models import Attempt, Step
+
+# Deferred on the lists that show an execution beside each row (up to 3 payloads of 1 MB each).
+EXECUTION_PAYLOADS = ("execution__input", "execution__output", "execution__error")
 
 ATTEMPT_FIELDS = (
     "number",
@@ -96,19 +99,30 @@ def _attempt_error(attempt: Attempt) -> str:
     return f": {attempt.error_type}: {attempt.error_message}" if attempt.error_type else ""
 
 
+# A search by name alone (no index of its own) looks through this many of the newest steps.
+SEARCH_WINDOW = 100_000
+
+
 @admin.register(Step)
 class StepAdmin(
-    BoundedListMixin, IdPrefixSearchMixin, PayloadMixin, ReadOnlyMixin, admin.ModelAdmin
+    PageAheadListMixin, IdPrefixSearchMixin, PayloadMixin, ReadOnlyMixin, admin.ModelAdmin
 ):
-    list_display = ("name", "execution", "status", "started_at", "finished_at")
+    list_display = ("name", "execution", "position", "status", "started_at", "finished_at")
     list_filter = (workflow_filter("execution__workflow"), "status")
     search_fields = ("execution__id", "name")
     id_field = "execution_id"
     exact_fields = ("name",)
-    search_help_text = "The start of an execution id, and a step name (the whole name)."
+    search_window = SEARCH_WINDOW
+    search_help_text = (
+        "The start of an execution id, and a step name (the whole name); a name alone looks "
+        f"through the newest {SEARCH_WINDOW:,} steps."
+    )
     list_select_related = ("execution",)
-    list_deferred = ("input", "output", "error")
-    ordering = ("-id",)
+    list_deferred = ("input", "output", "error", *EXECUTION_PAYLOADS)
+    # The newest executions first, each one's steps in order: the order of the index on
+    # (execution, position), which a filter by workflow (through the execution's index) keeps,
+    # where ordering by the step's own id would sort every step of the workflow.
+    ordering = ("execution", "position")
     fields = (
         "execution_page",
         "name",
@@ -145,7 +159,7 @@ class StepAdmin(
 
 @admin.register(Attempt)
 class AttemptAdmin(
-    BoundedListMixin, IdPrefixSearchMixin, AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin
+    PageAheadListMixin, IdPrefixSearchMixin, AttemptFieldsMixin, ReadOnlyMixin, admin.ModelAdmin
 ):
     list_display = (
         "step",
@@ -159,13 +173,22 @@ class AttemptAdmin(
     list_filter = (workflow_filter("step__execution__workflow"), "status")
     search_fields = ("step__execution__id", "step__name", "error_type", "worker")
     id_field = "step__execution_id"
-    # Attempts have no index on these: each alone reads attempts until the page is full.
+    # Attempts have no index on these: alone, they look through the newest attempts only.
     exact_fields = ("step__name", "error_type", "worker__startswith")
+    search_window = SEARCH_WINDOW
     search_help_text = (
         "The start of an execution id, and a step name or an error type (whole), or the start "
-        "of a worker id."
+        f"of a worker id; without an id, the search looks through the newest {SEARCH_WINDOW:,} "
+        "attempts."
     )
     list_select_related = ("step",)
-    ordering = ("-id",)
+    list_deferred = (
+        "error_traceback",
+        "logs",
+        *(f"step__{f}" for f in ("input", "output", "error")),
+    )
+    # As the steps' list: the newest executions first, their steps in order, each step's
+    # latest attempt first.
+    ordering = ("step__execution", "step__position", "-number")
     fields = ("step", *ATTEMPT_FIELDS)
     readonly_fields = fields
