@@ -86,7 +86,7 @@ class PageAheadPaginator(BoundedCountPaginator):
     def page(self, number: int | str) -> Page:
         number = self.validate_number(number)
         if self.rows is not None and number == self.number:
-            return self._get_page(self.rows, number, self)
+            return Page(self.rows, number, self)
         return super().page(number)
 
 
@@ -179,7 +179,7 @@ class PageAheadListMixin(BoundedListMixin):
     """The lists of steps, attempts and events: paged by reading ahead (PageAheadPaginator),
     with no "Show all", which would read every row an open-ended list matches."""
 
-    paginator = PageAheadPaginator
+    paginator: type[Paginator] = PageAheadPaginator
     list_per_page = 50
     list_max_show_all = 50
 

@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from engine.admin_display import ReadOnlyMixin, execution_link, pretty_json
+from engine.admin_inlines import PagedInlineMixin
 from engine.admin_scale import IdPrefixSearchMixin, PageAheadListMixin
 from engine.models import Event
 
@@ -32,9 +33,13 @@ class EventFieldsMixin:
         return format_html('<a href="{}">{}</a>', url, name)
 
 
-class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+class EventInline(PagedInlineMixin, EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     model = Event
     extra = 0
+    shown = 50
+    shown_order = ("-id",)
+    shown_label = "latest"
+    rest_filter = "execution"
     fields = ("type", "payload_json", "created_at", "consumer", "consumed_at")
     readonly_fields = fields
 

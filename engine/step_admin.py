@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from engine import attempt_logs
 from engine.admin_display import (
+    CELL_CHARS,
     PayloadMixin,
     ReadOnlyMixin,
     children_url,
     execution_link,
     traceback_html,
 )
+from engine.admin_inlines import PagedInlineMixin
 from engine.admin_reruns import RerunFromStepInlineMixin
 from engine.admin_scale import IdPrefixSearchMixin, PageAheadListMixin, workflow_filter
 from engine.models import Attempt, Step
@@ -57,18 +60,34 @@ class AttemptFieldsMixin:
         )
 
 
-class AttemptInline(AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+# On a step's page: its latest attempts, each with its traceback and logs; on an execution's
+# page, each step's latest few, in a line each.
+ATTEMPTS_SHOWN = 10
+ATTEMPTS_PER_STEP = 3
+
+
+class AttemptInline(PagedInlineMixin, AttemptFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     model = Attempt
     extra = 0
     fields = ATTEMPT_FIELDS
     readonly_fields = ATTEMPT_FIELDS
+    shown = ATTEMPTS_SHOWN
+    shown_order = ("-number",)
+    shown_label = "latest"
+    rest_filter = "step"
 
 
-class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline):
+class StepInline(
+    PagedInlineMixin, RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.TabularInline
+):
     model = Step
     fk_name = "execution"
     extra = 0
     show_change_link = True
+    shown = 50
+    shown_order = ("position",)
+    rest_filter = "execution"
+    payload_chars = CELL_CHARS
     fields = (
         "name",
         "status",
@@ -83,16 +102,29 @@ class StepInline(RerunFromStepInlineMixin, PayloadMixin, ReadOnlyMixin, admin.Ta
     readonly_fields = fields
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Step]:
-        return super().get_queryset(request).prefetch_related("attempts")
+        latest = Attempt.objects.only(*ATTEMPT_LINE).order_by("-number")[:ATTEMPTS_PER_STEP]
+        attempts = Prefetch("attempts", queryset=latest, to_attr="latest_attempts")
+        return super().get_queryset(request).prefetch_related(attempts)
 
     @admin.display(description="attempts")
     def attempts_list(self, step: Step) -> SafeString | str:
-        """Each attempt in a line; the step's own page shows the tracebacks."""
-        rows = [
-            (attempt.number, attempt.status, _attempt_error(attempt))
-            for attempt in step.attempts.all()
-        ]
-        return format_html_join("", "<div>#{} {}{}</div>", rows) or "-"
+        """The latest attempts in a line each; the step's own page shows the tracebacks."""
+        latest = getattr(step, "latest_attempts", None)
+        if latest is None:
+            latest = list(step.attempts.only(*ATTEMPT_LINE).order_by("-number")[:ATTEMPTS_PER_STEP])
+        rows = [(a.number, a.status, _attempt_error(a)) for a in reversed(latest)]
+        lines = format_html_join("", "<div>#{} {}{}</div>", rows)
+        earlier = (latest[-1].number - 1) if latest else 0
+        if earlier > 0:
+            url = reverse("admin:engine_step_change", args=[step.pk])
+            more = "attempt" if earlier == 1 else "attempts"
+            lines = format_html(
+                '<div><a href="{}">{} earlier {}</a></div>{}', url, earlier, more, lines
+            )
+        return lines or "-"
+
+
+ATTEMPT_LINE = ("step_id", "number", "status", "error_type", "error_message")
 
 
 def _attempt_error(attempt: Attempt) -> str:
