@@ -64,7 +64,8 @@ class RerunFromStepAdminMixin(admin.ModelAdmin):
             execution = get_execution_row(object_id)
         except ExecutionNotFound as error:
             raise Http404(str(error)) from None
-        steps = startable(list(Step.objects.filter(execution=execution).order_by("position")))
+        rows = Step.objects.filter(execution=execution).only("name", "status", "branch_of")
+        steps = startable(list(rows.order_by("position")))
         initial = {"from_step": request.GET.get("step", "")}
         data = request.POST if request.method == "POST" else None
         form = RerunFromStepForm(data, steps=steps, initial=initial)
