@@ -151,10 +151,19 @@ class StepAdmin(
     )
     list_select_related = ("execution",)
     list_deferred = ("input", "output", "error", *EXECUTION_PAYLOADS)
-    # The newest executions first, each one's steps in order: the order of the index on
-    # (execution, position), which a filter by workflow (through the execution's index) keeps,
-    # where ordering by the step's own id would sort every step of the workflow.
-    ordering = ("execution", "position")
+    ordering = ("-id",)
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        """The newest first, in the order of the index a filter reads: one execution's steps in
+        order; a workflow's, its executions newest first (by the step's own id, every step of
+        the workflow would be sorted); else the steps' own ids (the planners sort a whole table
+        for any other order with a filter on a column of its own)."""
+        if "execution" in request.GET:
+            return ("position",)
+        if "execution__workflow" in request.GET:
+            return ("execution", "position")
+        return self.ordering
+
     fields = (
         "execution_page",
         "name",
@@ -219,8 +228,16 @@ class AttemptAdmin(
         "logs",
         *(f"step__{f}" for f in ("input", "output", "error")),
     )
-    # As the steps' list: the newest executions first, their steps in order, each step's
-    # latest attempt first.
-    ordering = ("step__execution", "step__position", "-number")
+    ordering = ("-id",)
+
+    def get_ordering(self, request: HttpRequest) -> tuple[str, ...]:
+        """As the steps' list: a step's attempts the latest first; a workflow's, in the order of
+        its executions; else the newest attempts first."""
+        if "step" in request.GET:
+            return ("-number",)
+        if "step__execution__workflow" in request.GET:
+            return ("step__execution", "step__position", "-number")
+        return self.ordering
+
     fields = ("step", *ATTEMPT_FIELDS)
     readonly_fields = fields

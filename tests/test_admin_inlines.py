@@ -59,7 +59,7 @@ def test_the_execution_page_shows_the_first_steps_and_links_to_the_rest(admin_cl
     rest = f"{reverse('admin:engine_step_changelist')}?execution={execution.id}"
     assert "Showing the first 50 of 120 steps" in html
     assert f'<a href="{rest}">all of them in the step list</a>' in html
-    listed = admin_client.get(rest, {"p": "3"}).context["cl"].result_list
+    listed = admin_client.get(f"{rest}&p=3").context["cl"].result_list
     assert [step.name for step in listed] == [f"step-{n:04d}" for n in range(100, 120)]
     # Each step's line shows its latest attempts and links to the step's page for the others.
     first = Step.objects.get(execution=execution, position=0)
