@@ -3,7 +3,8 @@ execution's page), posting to engine.runtime as the dashboard and the API do."""
 
 from __future__ import annotations
 
-from typing import Any
+from html import escape
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
@@ -14,8 +15,8 @@ from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 
 from engine import runtime
 from engine.errors import ExecutionNotFound, PloyError
@@ -32,16 +33,13 @@ class PlainSelect(forms.Select):
         self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
     ) -> SafeString:
         chosen = "" if value is None else str(value)
-        options = format_html_join(
-            "",
-            '<option value="{}"{}>{}</option>',
-            (
-                (key, " selected" if str(key) == chosen else "", label)
-                for key, label in self.choices
-            ),
+        options = "".join(
+            f'<option value="{escape(str(key))}"{" selected" if str(key) == chosen else ""}>'
+            f"{escape(str(label))}</option>"
+            for key, label in self.choices
         )
         built = flatatt(self.build_attrs(self.attrs, attrs))
-        return format_html('<select name="{}"{}>{}</select>', name, built, options)
+        return format_html('<select name="{}"{}>{}</select>', name, built, mark_safe(options))
 
 
 class RerunFromStepForm(forms.Form):
@@ -87,8 +85,10 @@ class RerunFromStepAdminMixin(admin.ModelAdmin):
             execution = get_execution_row(object_id)
         except ExecutionNotFound as error:
             raise Http404(str(error)) from None
-        rows = Step.objects.filter(execution=execution).only("name", "status", "branch_of")
-        steps = startable(list(rows.order_by("position")))
+        rows = Step.objects.filter(execution=execution).order_by("position")
+        # Rows that have what `startable` reads, without a model instance each (10,000 of them).
+        states = rows.values_list("name", "status", "branch_of", named=True)
+        steps = startable(cast("list[Step]", list(states)))
         initial = {"from_step": request.GET.get("step", "")}
         data = request.POST if request.method == "POST" else None
         form = RerunFromStepForm(data, steps=steps, initial=initial)

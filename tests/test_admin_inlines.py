@@ -116,3 +116,14 @@ def test_a_big_value_is_cut_with_a_link_to_it_whole(admin_client):
     assert html.count("x" * 1000) <= 10 and html.count("y" * 300) <= 1
     step_html, _queries = page_of(admin_client, step_page(step))
     assert f'href="/executions/{execution.id}/value/?of=output&amp;step=1"' in step_html
+
+
+def test_the_rerun_from_page_offers_every_ended_step_escaped(admin_client):
+    execution = big_execution(300)
+    Step.objects.filter(execution=execution, position=1).update(name="<b>odd</b>")
+    url = reverse("admin:engine_execution_rerun_from", args=[execution.id])
+    html, queries = page_of(admin_client, f"{url}?step=step-0299")
+    assert html.count("<option ") == 300
+    assert '<option value="&lt;b&gt;odd&lt;/b&gt;">&lt;b&gt;odd&lt;/b&gt;</option>' in html
+    assert '<option value="step-0299" selected>step-0299</option>' in html
+    assert not [sql for sql in queries if '"engine_step"."input"' in sql], "no payload read"
