@@ -148,6 +148,44 @@ def probes(loaded: Loaded, client: Client) -> list[Probe]:
             goal_ms=50,
             headers={**HTMX, "HX-Target": "executions"},
         ),
+        *admin_probes(loaded),
+    ]
+
+
+def admin_probes(loaded: Loaded) -> list[Probe]:
+    """The admin's other pages: the big executions' change pages, and the step, attempt, event
+    and worker lists and pages over the whole history."""
+    from engine.models import Attempt, Step
+
+    big, retried = loaded.big, loaded.retried
+    prefix = loaded.small.replace("-", "")[:8]
+    step = Step.objects.filter(execution_id=retried).values_list("id", flat=True).first()
+    attempt = Attempt.objects.filter(step_id=step).order_by("-number").values_list("id", flat=True)
+    steps, attempts = "/admin/engine/step/", "/admin/engine/attempt/"
+
+    def page(name: str, path: str) -> Probe:
+        return Probe(name=f"admin {name}", path=path, goal_ms=50, admin=True)
+
+    return [
+        page("change page: 10,000 steps", f"/admin/engine/execution/{big}/change/"),
+        page("change page: a step of 100 attempts", f"/admin/engine/execution/{retried}/change/"),
+        page("step list", steps),
+        page("change page: 1 MB values", f"/admin/engine/execution/{loaded.big_values}/change/"),
+        page("rerun-from page: 10,000 steps", f"/admin/engine/execution/{big}/rerun-from/"),
+        page("step list by status", f"{steps}?status__exact=failed"),
+        page("step list by a rare status", f"{steps}?status__exact=running"),
+        page("steps of the 10,000-step execution, page 100", f"{steps}?execution={big}&p=100"),
+        page("step list by workflow", f"{steps}?execution__workflow=report_flow"),
+        page("step list search by id prefix", f"{steps}?q={prefix}"),
+        page("step list search by a rare name", f"{steps}?q=step-05000"),
+        page("step page: 100 attempts", f"{steps}{step}/change/"),
+        page("attempt list", attempts),
+        page("attempt list by status", f"{attempts}?status__exact=failed"),
+        page("attempt list search by id prefix", f"{attempts}?q={prefix}"),
+        page("attempt list search by error type", f"{attempts}?q=ValueError"),
+        page("attempt page", f"{attempts}{attempt.first()}/change/"),
+        page("event list", "/admin/engine/event/"),
+        page("worker list", "/admin/engine/worker/"),
     ]
 
 

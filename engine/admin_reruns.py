@@ -3,17 +3,20 @@ execution's page), posting to engine.runtime as the dashboard and the API do."""
 
 from __future__ import annotations
 
+from html import escape
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.forms.utils import flatatt
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 
 from engine import runtime
 from engine.errors import ExecutionNotFound, PloyError
@@ -22,8 +25,26 @@ from engine.queries import parse_execution_id
 from engine.reruns import can_start_from, startable
 
 
+class PlainSelect(forms.Select):
+    """The options written in one pass: Django renders each through a template of its own, a
+    second or more for the 10,000 steps of a big execution."""
+
+    def render(
+        self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer: Any = None
+    ) -> SafeString:
+        chosen = "" if value is None else str(value)
+        options = "".join(
+            f'<option value="{escape(str(key))}"{" selected" if str(key) == chosen else ""}>'
+            f"{escape(str(label))}</option>"
+            for key, label in self.choices
+        )
+        built = flatatt(self.build_attrs(self.attrs, attrs))
+        return format_html('<select name="{}"{}>{}</select>', name, built, mark_safe(options))
+
+
 class RerunFromStepForm(forms.Form):
     from_step = forms.ChoiceField(
+        widget=PlainSelect,
         label="Rerun from step",
         help_text="The steps before it are reused as stored (their functions do not run again); "
         "this step and what follows run in a new execution, with the same input.",
@@ -64,7 +85,10 @@ class RerunFromStepAdminMixin(admin.ModelAdmin):
             execution = get_execution_row(object_id)
         except ExecutionNotFound as error:
             raise Http404(str(error)) from None
-        steps = startable(list(Step.objects.filter(execution=execution).order_by("position")))
+        rows = Step.objects.filter(execution=execution).order_by("position")
+        # Rows that have what `startable` reads, without a model instance each (10,000 of them).
+        states = rows.values_list("name", "status", "branch_of", named=True)
+        steps = startable(cast("list[Step]", list(states)))
         initial = {"from_step": request.GET.get("step", "")}
         data = request.POST if request.method == "POST" else None
         form = RerunFromStepForm(data, steps=steps, initial=initial)

@@ -7,7 +7,8 @@ from functools import cached_property
 from typing import Any, cast
 
 from django.contrib import admin
-from django.core.paginator import Paginator
+from django.contrib.admin.views.main import PAGE_VAR, ChangeList
+from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import Model, Q, QuerySet
 from django.http import HttpRequest
@@ -58,6 +59,47 @@ def estimated_rows(model: type[Model], alias: str) -> int | None:
     return int(row[0])
 
 
+class PageAheadPaginator(BoundedCountPaginator):
+    """A filtered list of a table whose filters have no index (steps, attempts, events): no
+    count at all, since even a capped one reads the whole table for a rare value. The rows of
+    the page asked for and one more are read once; the list knows its pages up to the next."""
+
+    def __init__(self, object_list: Any, per_page: int, *, number: int = 1) -> None:
+        super().__init__(object_list, per_page)
+        self.number = max(number, 1)
+        self.rows: list[Any] | None = None
+
+    @cached_property
+    def count(self) -> int:
+        queryset = cast("QuerySet[Any]", self.object_list)
+        if not queryset.query.where:
+            estimate = estimated_rows(queryset.model, queryset.db)
+            if estimate is not None and estimate > COUNT_CAP:
+                self.is_estimate = True
+                return int(estimate)
+        offset = (self.number - 1) * self.per_page
+        rows = list(queryset[offset : offset + self.per_page + 1])
+        self.rows = rows[: self.per_page]
+        self.is_capped = len(rows) > self.per_page
+        return offset + len(rows)
+
+    def page(self, number: int | str) -> Page:
+        number = self.validate_number(number)
+        if self.rows is not None and number == self.number:
+            return Page(self.rows, number, self)
+        return super().page(number)
+
+
+class PageAheadChangeList(ChangeList):
+    """A list of one page reuses the rows its paginator read instead of reading them again."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        rows = getattr(self.paginator, "rows", None)
+        if rows is not None and not self.multi_page:
+            self.result_list = rows
+
+
 class BoundedListMixin:
     """Bounded counts, no facet counts (each would count the whole table per choice), and the
     list leaves `list_deferred` (payload columns, up to PLOY_MAX_PAYLOAD_BYTES each) unread."""
@@ -105,12 +147,21 @@ class IdPrefixSearchMixin:
 
     id_field = "id"
     exact_fields: tuple[str, ...] = ()
+    # Where `exact_fields` have no index of their own (an integer primary key): a search with no
+    # id in it looks through this many of the newest rows, a range on the key, not the table.
+    search_window: int | None = None
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        for word in search_term.split():
+        words = search_term.split()
+        for word in words:
             queryset = queryset.filter(self.word_condition(word))
+        if self.search_window and words and all(id_prefix_range(w) is None for w in words):
+            rows = queryset.model._default_manager.order_by("-pk").values_list("pk", flat=True)
+            newest = rows.first()
+            if newest is not None:
+                queryset = queryset.filter(pk__gt=newest - self.search_window)
         return queryset, False
 
     def word_condition(self, word: str) -> Q:
@@ -122,3 +173,29 @@ class IdPrefixSearchMixin:
         for field in self.exact_fields:
             condition |= Q(**{field: word})
         return condition
+
+
+class PageAheadListMixin(BoundedListMixin):
+    """The lists of steps, attempts and events: paged by reading ahead (PageAheadPaginator),
+    with no "Show all", which would read every row an open-ended list matches."""
+
+    paginator: type[Paginator] = PageAheadPaginator
+    list_per_page = 50
+    list_max_show_all = 50
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        try:
+            number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            number = 1
+        return PageAheadPaginator(queryset, per_page, number=number)
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return PageAheadChangeList

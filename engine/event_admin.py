@@ -10,8 +10,11 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from engine.admin_display import ReadOnlyMixin, execution_link, pretty_json
-from engine.admin_scale import BoundedListMixin, IdPrefixSearchMixin
+from engine.admin_inlines import PagedInlineMixin
+from engine.admin_scale import IdPrefixSearchMixin, PageAheadListMixin
 from engine.models import Event
+
+PAYLOADS = ("input", "output", "error")
 
 
 class EventFieldsMixin:
@@ -30,9 +33,13 @@ class EventFieldsMixin:
         return format_html('<a href="{}">{}</a>', url, name)
 
 
-class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
+class EventInline(PagedInlineMixin, EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
     model = Event
     extra = 0
+    shown = 50
+    shown_order = ("-id",)
+    shown_label = "latest"
+    rest_filter = "execution"
     fields = ("type", "payload_json", "created_at", "consumer", "consumed_at")
     readonly_fields = fields
 
@@ -42,7 +49,7 @@ class EventInline(EventFieldsMixin, ReadOnlyMixin, admin.TabularInline):
 
 @admin.register(Event)
 class EventAdmin(
-    BoundedListMixin, IdPrefixSearchMixin, EventFieldsMixin, ReadOnlyMixin, admin.ModelAdmin
+    PageAheadListMixin, IdPrefixSearchMixin, EventFieldsMixin, ReadOnlyMixin, admin.ModelAdmin
 ):
     """Events as they were sent; they change only when a waiting step receives them. No list
     filter by type: its choices would read every event (`?type=` in the URL still filters)."""
@@ -53,6 +60,10 @@ class EventAdmin(
     exact_fields = ("type",)
     search_help_text = "The start of an execution id, or an event type (the whole type)."
     list_select_related = ("execution", "consumed_by")
+    list_deferred = (
+        "payload",
+        *(f"{row}__{field}" for row in ("execution", "consumed_by") for field in PAYLOADS),
+    )
     ordering = ("-id",)
     fields = (
         "id",
