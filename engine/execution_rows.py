@@ -12,13 +12,14 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, signals
 from django.db.models.fields import NOT_PROVIDED
 
 from engine.models import Execution
 
-Adapter = Callable[[Any], Any]
+Adapter = Callable[[Any, BaseDatabaseWrapper], Any]
 
 
 def insert_execution(**values: Any) -> Execution:
@@ -27,15 +28,15 @@ def insert_execution(**values: Any) -> Execution:
     if _has_save_signals():
         return Execution.objects.create(**values)
     row = [values[name] if name in values else field.get_default() for name, field in _fields()]
-    adapters = _adapters(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _sql(connection.vendor), [adapt(v) for adapt, v in zip(adapters, row, strict=True)]
-        )
+    database = connections[DEFAULT_DB_ALIAS]  # once: each look-up through `connection` costs
+    adapters = _adapters(database.vendor)
+    params = [adapt(value, database) for adapt, value in zip(adapters, row, strict=True)]
+    with database.cursor() as cursor:
+        cursor.execute(_sql(database.vendor), params)
     # Positional, as Model.from_db builds a loaded row: the quickest way to an instance.
     execution = Execution(*row)  # type: ignore[misc]  # django-stubs types keywords only
     execution._state.adding = False
-    execution._state.db = connection.alias
+    execution._state.db = database.alias
     return execution
 
 
@@ -69,14 +70,14 @@ def _adapter(field: Field[Any, Any]) -> Adapter:
     """What `field.get_db_prep_save` does for the values a trigger writes, without its checks."""
     kind = field.get_internal_type()
     if kind in {"CharField", "TextField", "PositiveIntegerField", "IntegerField"}:
-        return lambda value: value
+        return lambda value, _database: value
     if kind == "DateTimeField":
-        return lambda value: connection.ops.adapt_datetimefield_value(value)
+        return lambda value, database: database.ops.adapt_datetimefield_value(value)
     if kind == "JSONField":
         encoder = getattr(field, "encoder", None)
         # None is SQL NULL, as the ORM stores it (not the JSON text "null").
-        return lambda value: (
-            None if value is None else connection.ops.adapt_json_value(value, encoder)
+        return lambda value, database: (
+            None if value is None else database.ops.adapt_json_value(value, encoder)
         )
     target: Any = getattr(field, "target_field", field)
-    return lambda value: target.get_db_prep_save(value, connection)
+    return lambda value, database: target.get_db_prep_save(value, database)
