@@ -11,7 +11,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from engine import clock, concurrency, registry, wakeup, workers
@@ -26,6 +26,7 @@ from engine.errors import (
     Timeout,
     UnknownWorkflow,
 )
+from engine.execution_rows import insert_execution
 from engine.models import (
     Attempt,
     AttemptStatus,
@@ -81,35 +82,53 @@ def trigger(
     state = {"wake_at": now, **claimed}
     if binding.concurrency:
         state = concurrency.waiting_fields(binding, input, now)
+    row = {
+        "binding": binding.binding,
+        "workflow": binding.name,
+        "input": input,
+        "idempotency_key": idempotency_key or None,
+        "rerun_of_id": rerun_of.id if rerun_of else None,
+        "from_step": fork.from_step if fork else "",
+        "created_at": now,
+        "code_fingerprint": registry.current().fingerprint(binding.name),
+        **state,
+    }
     try:
-        with serialized(), transaction.atomic():
-            execution = Execution.objects.create(
-                binding=binding.binding,
-                workflow=binding.name,
-                input=input,
-                idempotency_key=idempotency_key or None,
-                rerun_of=rerun_of,
-                from_step=fork.from_step if fork else "",
-                created_at=now,
-                code_fingerprint=registry.current().fingerprint(binding.name),
-                **state,
-            )
-            if fork is not None:
-                fork.copy_into(execution)
-            runnable = True
-            if binding.concurrency:
-                runnable = concurrency.admit_new(execution, binding, claimed) or not run_here
-            elif not run_here:
-                transaction.on_commit(partial(enqueue, execution.id))
+        execution, runnable = _create(row, binding, claimed, fork)
     except IntegrityError:
         # Another request with the same key won the race: answer with its execution.
         existing = _by_idempotency_key(binding.name, idempotency_key) if idempotency_key else None
         if not existing:
             raise
         return TriggerResult(execution_id=str(existing), created=False)
+    if rerun_of is not None:
+        execution.rerun_of = rerun_of
     return TriggerResult(
         execution_id=str(execution.id), created=True, execution=execution if runnable else None
     )
+
+
+def _create(
+    row: dict[str, Any], binding: BindingConfig, claimed: dict[str, Any], fork: Fork | None
+) -> tuple[Execution, bool]:
+    """The new row, queued once it commits unless it runs here; whether the caller may run it
+    (an execution of a limited binding that must wait for a slot may not)."""
+    if fork is None and not binding.concurrency and not connection.in_atomic_block:
+        # One INSERT on its own commits by itself: no BEGIN, no COMMIT, no savepoint.
+        with serialized():
+            execution = insert_execution(**row)
+        if not claimed:
+            enqueue(execution.id)
+        return execution, True
+    with serialized(), transaction.atomic():
+        execution = insert_execution(**row)
+        if fork is not None:
+            fork.copy_into(execution)
+        if binding.concurrency:
+            return execution, concurrency.admit_new(execution, binding, claimed) or not claimed
+        if not claimed:
+            transaction.on_commit(partial(enqueue, execution.id))
+        return execution, True
 
 
 def _by_idempotency_key(workflow: str, key: str) -> uuid.UUID | None:

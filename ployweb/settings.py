@@ -76,13 +76,14 @@ MIDDLEWARE = [
     "ployweb.middleware.ContentLengthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's, skipped for /api/ requests (ployweb.middleware.BrowserOnly).
+    "ployweb.middleware.BrowserSessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "ployweb.middleware.BrowserAuthenticationMiddleware",
+    "ployweb.middleware.BrowserMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    "ployweb.middleware.BrowserHtmxMiddleware",
     "dashboard.access.DashboardAccessMiddleware",
 ]
 

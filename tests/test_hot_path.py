@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from engine import runtime
@@ -67,7 +67,41 @@ def test_a_replay_costs_the_same_whatever_the_number_of_completed_steps(steps):
     assert counts == {"statements": 15, "begin": 3, "writes": 7}
 
 
-def test_a_trigger_costs_one_transaction_and_one_insert():
+def test_a_trigger_costs_one_insert_that_commits_by_itself():
     with counting() as counts:
         runtime.trigger("CHAIN", {"steps": 1})
-    assert counts == {"statements": 2, "begin": 1, "writes": 1}  # and the queue's own write
+    assert counts == {"statements": 1, "begin": 0, "writes": 1}  # and the queue's own write
+
+
+def test_a_trigger_inside_a_transaction_takes_a_savepoint_and_one_insert():
+    with transaction.atomic(), counting() as counts:
+        runtime.trigger("CHAIN", {"steps": 1})
+    # SAVEPOINT, INSERT, RELEASE: a refused idempotency key leaves the caller's transaction usable
+    assert counts == {"statements": 3, "begin": 0, "writes": 1}
+
+
+def post(client, body: bytes, headers: dict[str, str]):
+    return client.post("/api/workflows/CHAIN/trigger", body, "application/json", headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, {"statements": 1, "begin": 0, "writes": 1}),
+        # The key is looked up first; a new key costs that read and the same insert.
+        ({"Idempotency-Key": "order-1"}, {"statements": 2, "begin": 0, "writes": 1}),
+    ],
+)
+def test_an_http_trigger_costs_one_insert_and_no_transaction(client, headers, expected):
+    with counting() as counts:
+        response = post(client, b'{"steps": 1}', headers)
+    assert response.status_code == 202, response.content
+    assert counts == expected
+
+
+def test_an_http_trigger_with_a_known_key_writes_nothing(client):
+    first = post(client, b"1", {"Idempotency-Key": "order-2"})
+    with counting() as counts:
+        again = post(client, b"2", {"Idempotency-Key": "order-2"})
+    assert again.json() == first.json()
+    assert counts == {"statements": 1, "begin": 0, "writes": 0}
