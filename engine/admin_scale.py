@@ -30,14 +30,21 @@ class BoundedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         queryset = cast("QuerySet[Any]", self.object_list)
-        if not queryset.query.where:
-            estimate = estimated_rows(queryset.model, queryset.db)
-            if estimate is not None and estimate > COUNT_CAP:
-                self.is_estimate = True
-                return int(estimate)
+        estimate = large_table_estimate(queryset)
+        if estimate is not None:
+            self.is_estimate = True
+            return estimate
         counted = int(queryset.order_by().values("pk")[: COUNT_CAP + 1].count())
         self.is_capped = counted > COUNT_CAP
         return counted
+
+
+def large_table_estimate(queryset: QuerySet[Any]) -> int | None:
+    """An unfiltered list's estimated size, where it is too big to count (over COUNT_CAP)."""
+    if queryset.query.where:
+        return None
+    estimate = estimated_rows(queryset.model, queryset.db)
+    return int(estimate) if estimate is not None and estimate > COUNT_CAP else None
 
 
 def estimated_rows(model: type[Model], alias: str) -> int | None:
@@ -72,11 +79,10 @@ class PageAheadPaginator(BoundedCountPaginator):
     @cached_property
     def count(self) -> int:
         queryset = cast("QuerySet[Any]", self.object_list)
-        if not queryset.query.where:
-            estimate = estimated_rows(queryset.model, queryset.db)
-            if estimate is not None and estimate > COUNT_CAP:
-                self.is_estimate = True
-                return int(estimate)
+        estimate = large_table_estimate(queryset)
+        if estimate is not None:
+            self.is_estimate = True
+            return estimate
         offset = (self.number - 1) * self.per_page
         rows = list(queryset[offset : offset + self.per_page + 1])
         self.rows = rows[: self.per_page]

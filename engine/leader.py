@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import cast
 
 from django.conf import settings
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models.functions import Now
 
@@ -30,6 +30,7 @@ from engine.workers import (
     WorkerProcess,
     heartbeat_seconds,
     release_owned_by,
+    repeat_until_stopped,
     timeout,
 )
 
@@ -123,21 +124,7 @@ class Duties:
 
     def _run(self) -> None:
         self._database = connections["default"]  # this thread's own connection
-        failures = 0
-        try:
-            while not self._stopped.wait(heartbeat_seconds()):
-                try:
-                    self.tick()
-                    failures = 0
-                except Exception as error:  # the database's errors; tried again next time
-                    if self._stopped.is_set():
-                        break  # cancelled by stop()
-                    failures += 1
-                    if failures in (1, 10) or failures % 60 == 0:
-                        logger.warning("worker duties failed (%d in a row): %s", failures, error)
-                    connection.close()
-        finally:
-            connection.close()
+        repeat_until_stopped(self.tick, self._stopped, "worker duties")
 
     def tick(self) -> None:
         worker = self._worker

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -271,6 +272,27 @@ def release_claim(claim: Claim, *, retry_in: float = 0) -> None:
             enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
 
 
+def repeat_until_stopped(tick: Callable[[], None], stopped: threading.Event, what: str) -> None:
+    """Run `tick` every heartbeat interval on this thread's own connection until `stopped`.
+    A failure (the database's errors) is tried again next time, and logged the 1st and 10th
+    time in a row, then every 60th, so an outage does not flood the log."""
+    failures = 0
+    try:
+        while not stopped.wait(heartbeat_seconds()):
+            try:
+                tick()
+                failures = 0
+            except Exception as error:
+                if stopped.is_set():
+                    break  # stopping: the error may be the cancelled statement
+                failures += 1
+                if failures in (1, 10) or failures % 60 == 0:
+                    logger.warning("%s failed (%d in a row): %s", what, failures, error)
+                connection.close()
+    finally:
+        connection.close()
+
+
 class Heartbeat:
     """The thread that keeps a worker alive: one write a beat and nothing else, so that no other
     work of the process (the leader's duties above all) can make a beat late."""
@@ -288,19 +310,7 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        failures = 0
-        try:
-            while not self._stopped.wait(heartbeat_seconds()):
-                try:
-                    self.tick()
-                    failures = 0
-                except Exception as error:  # the database's errors; retried on the next tick
-                    failures += 1
-                    if failures in (1, 10) or failures % 60 == 0:
-                        logger.warning("heartbeat failed (%d in a row): %s", failures, error)
-                    connection.close()
-        finally:
-            connection.close()
+        repeat_until_stopped(self.tick, self._stopped, "heartbeat")
 
     def tick(self) -> None:
         worker = self._worker
