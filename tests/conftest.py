@@ -17,6 +17,20 @@ from django.db import connections
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def redis_url() -> str:
+    """This test process's own database on the Redis at 127.0.0.1:6379, for the queue of every
+    module that uses it: a process runs one test at a time, and each parallel (xdist) worker has
+    a database of its own, so no test flushes or reads another's messages. Worker gwN gets db
+    N + 1 (up to 12), a run without xdist db 15; db 14 is `manage.py ploy_bench`'s."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker:
+        return "redis://127.0.0.1:6379/15"
+    number = int(worker.removeprefix("gw")) + 1
+    if number > 12:
+        raise RuntimeError("at most 12 parallel test workers can use Redis: run with -n 12")
+    return f"redis://127.0.0.1:6379/{number}"
+
+
 def wait_for(condition: Callable[[], object], timeout: float = 30, interval: float = 0.05):
     """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for, worker_environment
+from tests.conftest import redis_url, wait_for, worker_environment
 from tests.workflows.app import calls
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
-REDIS = "redis://127.0.0.1:6379/15"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 
 def reachable(port: int) -> bool:

@@ -9,7 +9,7 @@ database lock), or at a random moment; or it freezes the worker inside the trans
 thaws it once another worker runs the step again (a zombie whose late commit must not count).
 A second worker takes the execution over. Back ends:
 the `env.DB` binding on SQLite, Django's own database on SQLite, the binding on PostgreSQL,
-and Django's own database on PostgreSQL with Redis (db 7); the last two are skipped, with
+and Django's own database on PostgreSQL with Redis; the last two are skipped, with
 the reason, where the servers are not reachable."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from django.db import connection
 from engine import runtime
 from engine.bindings import current_env
 from engine.transactions import OUTPUTS_TABLE
-from tests.conftest import ROOT, Worker, wait_for, worker_environment
+from tests.conftest import ROOT, Worker, redis_url, wait_for, worker_environment
 from tests.test_db_postgres import fresh_postgres, reachable
 from tests.test_transaction_steps import postgres_migrations
 from tests.workflows.transactions import CREATE_LEDGER, LEDGER_TABLE, go_on, notes, pause_at
@@ -41,7 +41,7 @@ from tests.workflows.transactions import CREATE_LEDGER, LEDGER_TABLE, go_on, not
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SEED = 20261202
-REDIS = "redis://127.0.0.1:6379/7"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 ROUND_TIMEOUT = 60.0
 needs_postgres = pytest.mark.skipif(
     not reachable(5432), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -176,7 +176,7 @@ def postgres_binding_backend(tmp_path: Path, sqlite_ledgers: None) -> Iterator[B
 
 @pytest.fixture
 def postgres_django_backend() -> Iterator[Backend]:
-    """Django's own database on PostgreSQL, the queue on Redis (db 7)."""
+    """Django's own database on PostgreSQL, the queue on Redis (this process's db)."""
     import redis
 
     from tests.test_faults_scaleout import PostgresStore
