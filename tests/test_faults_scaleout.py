@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,7 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import redis_url, wait_for, worker_environment
+from tests.conftest import (
+    drop_postgres,
+    migrated_postgres,
+    redis_url,
+    wait_for,
+    worker_environment,
+)
 from tests.test_faults import (
     CHAIN_NAMES,
     DEFAULT_TIMEOUT,
@@ -222,17 +227,11 @@ def manage(env: dict[str, str], *args: str) -> None:
 @contextmanager
 def fresh_database(env: dict[str, str]) -> Iterator[str]:
     """A new PostgreSQL database for one test, migrated; dropped afterwards."""
-    import psycopg
-
-    name = f"ployweb_faults_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    url = migrated_postgres("ployweb_faults")
     try:
-        manage({**env, "DATABASE_URL": f"{POSTGRES}/{name}"}, "migrate", "--verbosity", "0")
-        yield f"{POSTGRES}/{name}"
+        yield url
     finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres(url)
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +31,14 @@ from django.db import connection
 from engine import runtime
 from engine.bindings import current_env
 from engine.transactions import OUTPUTS_TABLE
-from tests.conftest import ROOT, Worker, redis_url, wait_for, worker_environment
+from tests.conftest import (
+    ROOT,
+    Worker,
+    drop_postgres,
+    migrated_postgres,
+    redis_url,
+    wait_for,
+)
 from tests.test_db_postgres import fresh_postgres, reachable
 from tests.test_transaction_steps import postgres_migrations
 from tests.workflows.transactions import CREATE_LEDGER, LEDGER_TABLE, go_on, notes, pause_at
@@ -182,13 +187,9 @@ def postgres_django_backend() -> Iterator[Backend]:
     from tests.test_faults_scaleout import PostgresStore
 
     redis.Redis.from_url(REDIS).flushdb()
-    with fresh_postgres("ployweb_txfaults") as url:
+    url = migrated_postgres("ployweb_txfaults")
+    try:
         environment = {"DATABASE_URL": url, "PLOY_QUEUE_URL": REDIS}
-        migrate = [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"]
-        done = subprocess.run(
-            migrate, env=worker_environment(**environment), capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
         with psycopg.connect(url, autocommit=True) as setup:
             setup.execute(CREATE_LEDGER)
         engine = psycopg_rows(url)
@@ -202,6 +203,8 @@ def postgres_django_backend() -> Iterator[Backend]:
         )
         store.close()
         engine.close()
+    finally:
+        drop_postgres(url)
     redis.Redis.from_url(REDIS).flushdb()
 
 
