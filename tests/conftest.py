@@ -107,35 +107,18 @@ XDIST_GROUPS = {
     "test_faults.py": "faults_sqlite",
     "test_transaction_faults.py": "faults_sqlite",
 }
-# Then the slowest of the other modules, ahead of the quick ones, so that no long test is left
-# for the end while the other workers sit idle.
-XDIST_SLOW_FIRST = [
-    "test_scaleout.py",
-    "test_waits_scaleout.py",
-    "test_concurrency_scaleout.py",
-    "test_waits_workers.py",
-    "test_clock_skew.py",
-    "test_db_postgres_scaleout.py",
-    "test_scale_bench.py",
-    "test_schedules_workers.py",
-    "test_bench.py",
-    "test_api_schema.py",
-    "test_concurrency_workers.py",
-    "test_worker.py",
-    "test_config_fuzz.py",
-]
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks the groups; the order stays the collection's (some modules read notes that earlier
+    tests of the same process left in its data folder)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     for item in items:
         group = XDIST_GROUPS.get(item.path.name)
         if group and not item.get_closest_marker("xdist_group"):
             item.add_marker(pytest.mark.xdist_group(group))
-    rank = {name: index for index, name in enumerate(XDIST_SLOW_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
