@@ -7,6 +7,12 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 
 # Written to the environment (not only to settings) so that worker subprocesses inherit them.
+# Each parallel (xdist) worker gets a folder of its own (its test database, queue and the fixture
+# workflows' notes), not the one it inherits from the process that started it.
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER and os.environ.get("PLOY_TEST_DATA_WORKER") != _XDIST_WORKER:
+    os.environ["PLOY_DATA_DIR"] = tempfile.mkdtemp(prefix=f"ploy-test-{_XDIST_WORKER}-")
+    os.environ["PLOY_TEST_DATA_WORKER"] = _XDIST_WORKER
 os.environ.setdefault("PLOY_DATA_DIR", tempfile.mkdtemp(prefix="ploy-test-"))
 os.environ.setdefault("PLOY_CONFIG", str(TESTS / "workflows" / "ploy.yaml"))
 os.environ.setdefault("PLOY_WORKER_TIMEOUT_SECONDS", "2")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, wait_for, worker_environment
+from tests.conftest import ROOT, redis_url, wait_for, worker_environment
 from tests.test_scaleout import all_ended, manage, reachable
 from tests.test_scaleout import scaleout_env as shared_scaleout_env  # noqa: F401
 from tests.workflows.app import calls
@@ -28,7 +28,7 @@ pytestmark = [
 ]
 
 
-REDIS = "redis://127.0.0.1:6379/13"  # a queue of its own: other suites use 14 and 15
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 
 @pytest.fixture

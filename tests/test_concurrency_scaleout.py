@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.conftest import redis_url, wait_for
 from tests.test_concurrency_workers import (
     PATIENT,
     check_prompt_hand_offs,
@@ -28,7 +28,7 @@ pytestmark = [
     pytest.mark.skipif(not reachable(6379), reason="Redis is not reachable on 127.0.0.1:6379"),
 ]
 
-REDIS = "redis://127.0.0.1:6379/11"  # a queue of its own: other suites use 12 to 15
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 
 @pytest.fixture

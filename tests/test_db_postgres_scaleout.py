@@ -1,5 +1,5 @@
 """Scale-out with the example's `env.DB` on PostgreSQL: two worker processes on PostgreSQL +
-Redis (db 7) run the README's example (ploy.py at the project root), whose `store` step
+Redis (this process's db) run the README's example (ploy.py at the project root), whose `store` step
 writes through `env.DB` configured with `url_env`; every result lands in the one database.
 
 Skipped, with the reason, where PostgreSQL or Redis is not reachable on 127.0.0.1."""
@@ -14,11 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, wait_for, worker_environment
+from tests.conftest import ROOT, redis_url, wait_for, worker_environment
 from tests.test_db_postgres import fresh_postgres, reachable
 from tests.test_transaction_steps import postgres_migrations
 
-REDIS = "redis://127.0.0.1:6379/7"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 pytestmark = [
     pytest.mark.skipif(not reachable(5432), reason="PostgreSQL is not reachable on 127.0.0.1:5432"),

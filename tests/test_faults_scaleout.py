@@ -3,7 +3,7 @@ random points, Redis restarted empty, PostgreSQL connections terminated mid-step
 hand-over times. Step bodies mark their runs in files (tests/workflows/faults.py).
 
 Skipped, with the reason, where PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379, or the
-`redis-server` binary for the restart test) is not there. The queue is Redis db 14;
+`redis-server` binary for the restart test) is not there. The queue is this process's Redis db;
 tests/test_scaleout.py uses db 15. `pytest -s` prints the measured times."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,7 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for, worker_environment
+from tests.conftest import (
+    drop_postgres,
+    migrated_postgres,
+    redis_url,
+    wait_for,
+    worker_environment,
+)
 from tests.test_faults import (
     CHAIN_NAMES,
     DEFAULT_TIMEOUT,
@@ -41,7 +46,7 @@ from tests.workflows.faults import CHAIN_STEPS, marks, starts
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
-REDIS = "redis://127.0.0.1:6379/14"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 SWEEP_SECONDS = 3
 SWEEP_GRACE_SECONDS = 1  # tests/settings.py
 
@@ -222,22 +227,16 @@ def manage(env: dict[str, str], *args: str) -> None:
 @contextmanager
 def fresh_database(env: dict[str, str]) -> Iterator[str]:
     """A new PostgreSQL database for one test, migrated; dropped afterwards."""
-    import psycopg
-
-    name = f"ployweb_faults_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    url = migrated_postgres("ployweb_faults")
     try:
-        manage({**env, "DATABASE_URL": f"{POSTGRES}/{name}"}, "migrate", "--verbosity", "0")
-        yield f"{POSTGRES}/{name}"
+        yield url
     finally:
-        with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_postgres(url)
 
 
 @pytest.fixture
 def scaleout_env() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database and an empty Redis queue (db 14 of the Redis on 6379)."""
+    """A fresh PostgreSQL database and an empty Redis queue (its db on 6379)."""
     import redis
 
     redis.Redis.from_url(REDIS).flushdb()

@@ -7,18 +7,23 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for, worker_environment
+from tests.conftest import (
+    drop_postgres,
+    migrated_postgres,
+    redis_url,
+    wait_for,
+    worker_environment,
+)
 from tests.workflows.app import calls
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
-REDIS = "redis://127.0.0.1:6379/15"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 
 def reachable(port: int) -> bool:
@@ -37,19 +42,13 @@ pytestmark = [
 
 @pytest.fixture
 def scaleout_env() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database and an empty Redis queue, migrated by `manage.py migrate`."""
-    import psycopg
+    """A fresh PostgreSQL database, migrated, and an empty Redis queue."""
     import redis
 
-    name = f"ployweb_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
     redis.Redis.from_url(REDIS).flushdb()
-    env = {"DATABASE_URL": f"{POSTGRES}/{name}", "PLOY_QUEUE_URL": REDIS}
-    manage(env, "migrate", "--verbosity", "0")
+    env = {"DATABASE_URL": migrated_postgres(), "PLOY_QUEUE_URL": REDIS}
     yield env
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_postgres(env["DATABASE_URL"])
 
 
 def manage(env: dict[str, str], *args: str) -> str:

@@ -17,13 +17,13 @@ import pytest
 
 from engine import schedules
 from engine.models import Execution, Schedule
-from tests.conftest import ROOT, wait_for, worker_environment
+from tests.conftest import ROOT, redis_url, wait_for, worker_environment
 from tests.test_scaleout import manage, reachable
 from tests.test_scaleout import scaleout_env as shared_scaleout_env  # noqa: F401
 from tests.workflows_schedules.schedule_app import recorded, ticks_file
 
 CONFIG = str(Path(__file__).resolve().parent / "workflows_schedules" / "ploy.yaml")
-REDIS = "redis://127.0.0.1:6379/10"  # this suite's own queue
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 TICKING_SECONDS = 6
 KEY_PREFIX = "schedule:TICKER:"
 

@@ -19,7 +19,7 @@ import pytest
 from django.core.servers.basehttp import WSGIRequestHandler
 
 from ployweb.local_server import NoDelayWSGIServer
-from tests.conftest import ROOT, wait_for, worker_environment
+from tests.conftest import ROOT, drop_postgres, migrated_postgres, wait_for, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -137,28 +137,16 @@ def test_the_web_process_keeps_its_database_connection_and_checks_it(url):
     assert config["CONN_HEALTH_CHECKS"] is True
 
 
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
-
-
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database of its own."""
-    import uuid
-
-    from tests.test_scaleout import manage, reachable
+    from tests.test_scaleout import reachable
 
     if not reachable(5432):
         pytest.skip("PostgreSQL is not reachable on 127.0.0.1:5432")
-    import psycopg
-
-    name = f"ployweb_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{POSTGRES}/{name}"
-    manage({"DATABASE_URL": url}, "migrate", "--verbosity", "0")
+    url = migrated_postgres()
     yield url
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_postgres(url)
 
 
 def backends(url: str) -> set[int]:

@@ -9,7 +9,7 @@ database lock), or at a random moment; or it freezes the worker inside the trans
 thaws it once another worker runs the step again (a zombie whose late commit must not count).
 A second worker takes the execution over. Back ends:
 the `env.DB` binding on SQLite, Django's own database on SQLite, the binding on PostgreSQL,
-and Django's own database on PostgreSQL with Redis (db 7); the last two are skipped, with
+and Django's own database on PostgreSQL with Redis; the last two are skipped, with
 the reason, where the servers are not reachable."""
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,7 +31,14 @@ from django.db import connection
 from engine import runtime
 from engine.bindings import current_env
 from engine.transactions import OUTPUTS_TABLE
-from tests.conftest import ROOT, Worker, wait_for, worker_environment
+from tests.conftest import (
+    ROOT,
+    Worker,
+    drop_postgres,
+    migrated_postgres,
+    redis_url,
+    wait_for,
+)
 from tests.test_db_postgres import fresh_postgres, reachable
 from tests.test_transaction_steps import postgres_migrations
 from tests.workflows.transactions import CREATE_LEDGER, LEDGER_TABLE, go_on, notes, pause_at
@@ -41,7 +46,7 @@ from tests.workflows.transactions import CREATE_LEDGER, LEDGER_TABLE, go_on, not
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SEED = 20261202
-REDIS = "redis://127.0.0.1:6379/7"
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 ROUND_TIMEOUT = 60.0
 needs_postgres = pytest.mark.skipif(
     not reachable(5432), reason="PostgreSQL is not reachable on 127.0.0.1:5432"
@@ -176,19 +181,15 @@ def postgres_binding_backend(tmp_path: Path, sqlite_ledgers: None) -> Iterator[B
 
 @pytest.fixture
 def postgres_django_backend() -> Iterator[Backend]:
-    """Django's own database on PostgreSQL, the queue on Redis (db 7)."""
+    """Django's own database on PostgreSQL, the queue on Redis (this process's db)."""
     import redis
 
     from tests.test_faults_scaleout import PostgresStore
 
     redis.Redis.from_url(REDIS).flushdb()
-    with fresh_postgres("ployweb_txfaults") as url:
+    url = migrated_postgres("ployweb_txfaults")
+    try:
         environment = {"DATABASE_URL": url, "PLOY_QUEUE_URL": REDIS}
-        migrate = [sys.executable, str(ROOT / "manage.py"), "migrate", "--verbosity", "0"]
-        done = subprocess.run(
-            migrate, env=worker_environment(**environment), capture_output=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
         with psycopg.connect(url, autocommit=True) as setup:
             setup.execute(CREATE_LEDGER)
         engine = psycopg_rows(url)
@@ -202,6 +203,8 @@ def postgres_django_backend() -> Iterator[Backend]:
         )
         store.close()
         engine.close()
+    finally:
+        drop_postgres(url)
     redis.Redis.from_url(REDIS).flushdb()
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import Worker, wait_for
+from tests.conftest import Worker, redis_url, wait_for
 from tests.test_scaleout import all_ended, manage, reachable
 from tests.test_scaleout import scaleout_env as shared_scaleout_env  # noqa: F401
 from tests.workflows.app import calls
@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(not reachable(6379), reason="Redis is not reachable on 127.0.0.1:6379"),
 ]
 
-REDIS = "redis://127.0.0.1:6379/12"  # a queue of its own: other suites use 13, 14 and 15
+REDIS = redis_url()  # this process's own queue: see tests/conftest.py
 
 
 @pytest.fixture
