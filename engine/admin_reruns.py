@@ -54,9 +54,44 @@ class RerunFromStepForm(forms.Form):
         self, data: QueryDict | None = None, *, steps: list[str], initial: dict[str, str]
     ) -> None:
         super().__init__(data, initial=initial)
+        if len(steps) > CHOICES_SHOWN:
+            # A list of thousands of options is half a megabyte to send and to scroll: the
+            # step's name is typed instead (each step of the step list links here with it).
+            self.fields["from_step"] = TypedStepName(steps, help_text=self.BIG_HELP)
+            return
         field = self.fields["from_step"]
         assert isinstance(field, forms.ChoiceField)
         field.choices = [(name, name) for name in steps]
+
+    BIG_HELP = (
+        "The name of the step, as the execution's page and its step list show it (its Rerun "
+        "from here link fills it in). The steps before it are reused as stored; this step and "
+        "what follows run in a new execution, with the same input."
+    )
+
+
+# Up to this many steps a rerun can start from are offered as a list; past it, a name is typed.
+CHOICES_SHOWN = 500
+
+
+class TypedStepName(forms.CharField):
+    """A step's name, typed, and checked against the steps a rerun can start from."""
+
+    def __init__(self, steps: list[str], **kwargs: Any) -> None:
+        super().__init__(label="Rerun from step", max_length=200, **kwargs)
+        self.widget.attrs.update(size=60, spellcheck="false")
+        self.startable = set(steps)
+
+    def clean(self, value: Any) -> str:
+        name = str(super().clean(value))
+        if name not in self.startable:
+            raise forms.ValidationError(
+                "%(name)s is not a step a rerun can start from: type the name of a step that "
+                "ended, as the execution's step list shows it.",
+                code="unknown_step",
+                params={"name": repr(name)},
+            )
+        return name
 
 
 def rerun_from_url(step: Step) -> str:

@@ -242,3 +242,20 @@ def test_the_admin_refuses_a_step_it_did_not_offer_and_needs_the_permission(admi
     client.force_login(viewer)
     assert client.post(admin_rerun_from_url(execution), {"from_step": "store"}).status_code == 403
     assert Execution.objects.count() == 1
+
+
+def test_past_the_list_limit_the_admin_takes_a_typed_step_name(admin_client, monkeypatch):
+    from engine import admin_reruns
+
+    monkeypatch.setattr(admin_reruns, "CHOICES_SHOWN", 2)  # the example's 3 steps go past it
+    execution = completed_example()
+    form = admin_client.get(admin_rerun_from_url(execution) + "?step=process").content.decode()
+    assert "<option" not in form
+    assert 'name="from_step" value="process"' in form
+    refused = admin_client.post(admin_rerun_from_url(execution), {"from_step": "ghost"})
+    assert "&#x27;ghost&#x27; is not a step a rerun can start from" in refused.content.decode()
+    assert Execution.objects.count() == 1
+    response = admin_client.post(admin_rerun_from_url(execution), {"from_step": "store"})
+    fork = Execution.objects.exclude(id=execution.id).get()
+    assert response["Location"] == reverse("admin:engine_execution_change", args=[fork.id])
+    assert fork.from_step == "store"
