@@ -137,6 +137,18 @@ def test_the_web_process_keeps_its_database_connection_and_checks_it(url):
     assert config["CONN_HEALTH_CHECKS"] is True
 
 
+def test_postgresql_connections_run_without_jit(postgres_url):
+    """PostgreSQL's JIT compiled the grouped read of /metrics for 0.27 s of a 0.3 s scrape."""
+    import psycopg
+
+    from ployweb.settings import _database
+
+    config = _database(postgres_url)
+    assert config["OPTIONS"]["options"] == "-c jit=off"
+    with psycopg.connect(postgres_url, options=config["OPTIONS"]["options"]) as connection:
+        assert connection.execute("SHOW jit").fetchone() == ("off",)
+
+
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, migrated PostgreSQL database of its own."""
