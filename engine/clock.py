@@ -18,8 +18,15 @@ from django.utils import timezone
 # A process without a heartbeat (the web app, a script) measures again this often.
 MEASURED_FOR_SECONDS = 60.0
 
+# A reading whose round trip took longer than twice the last kept one's (and this long) is
+# passed over: a statement that waited (a row lock, a busy server) is off by up to half its
+# round trip, more than a short step lasts. A passed-over reading is kept once the last kept
+# one is MEASURED_FOR_SECONDS old.
+QUICK_ROUND_TRIP = timedelta(milliseconds=5)
+
 _offset = timedelta(0)
 _measured_at = float("-inf")
+_round_trip = timedelta(0)
 _lock = threading.Lock()
 
 
@@ -47,8 +54,14 @@ def measure() -> None:
 
 
 def observe(database_time: datetime, sent: datetime, received: datetime) -> None:
-    """Record the offset from a database timestamp read between `sent` and `received`."""
-    global _offset, _measured_at
+    """Record the offset from a database timestamp read between `sent` and `received`,
+    unless the reading waited much longer than the last one kept."""
+    global _offset, _measured_at, _round_trip
+    round_trip = received - sent
     with _lock:
-        _offset = database_time - (sent + (received - sent) / 2)
+        fresh = time.monotonic() - _measured_at <= MEASURED_FOR_SECONDS
+        if fresh and round_trip > max(2 * _round_trip, QUICK_ROUND_TRIP):
+            return
+        _offset = database_time - (sent + round_trip / 2)
         _measured_at = time.monotonic()
+        _round_trip = round_trip
