@@ -27,12 +27,17 @@ class BoundedCountPaginator(Paginator):
     is_estimate = False
     is_capped = False
 
+    def estimate(self, queryset: QuerySet[Any]) -> int | None:
+        """The table's estimated size where it is too big to count; notes that it is one."""
+        estimate = large_table_estimate(queryset)
+        self.is_estimate = estimate is not None
+        return estimate
+
     @cached_property
     def count(self) -> int:
         queryset = cast("QuerySet[Any]", self.object_list)
-        estimate = large_table_estimate(queryset)
+        estimate = self.estimate(queryset)
         if estimate is not None:
-            self.is_estimate = True
             return estimate
         counted = int(queryset.order_by().values("pk")[: COUNT_CAP + 1].count())
         self.is_capped = counted > COUNT_CAP
@@ -79,9 +84,8 @@ class PageAheadPaginator(BoundedCountPaginator):
     @cached_property
     def count(self) -> int:
         queryset = cast("QuerySet[Any]", self.object_list)
-        estimate = large_table_estimate(queryset)
+        estimate = self.estimate(queryset)
         if estimate is not None:
-            self.is_estimate = True
             return estimate
         offset = (self.number - 1) * self.per_page
         rows = list(queryset[offset : offset + self.per_page + 1])
