@@ -260,27 +260,38 @@ def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
         # Cut off from the database (no heartbeat): leave it to a worker that has one.
         enqueue(execution_uuid, at=clock.now() + timedelta(seconds=1))
         return
-    try:
-        execution = claim(execution_uuid, worker.id, now)
-    except EngineUnavailable as error:
-        logger.warning(
-            "execution %s: cannot claim it now (%s); the sweep will", execution_id, error
-        )
-        return
+    with worker.claiming(execution_uuid):
+        try:
+            execution = claim(execution_uuid, worker.id, now)
+        except EngineUnavailable as error:
+            worker.release_if_claimed(execution_uuid)
+            logger.warning(
+                "execution %s: cannot claim it now (%s); it runs once the database answers",
+                execution_id,
+                error,
+            )
+            return
+        if execution is not None:
+            held = Claim.of(execution)
+            worker.hold(held)
     if execution is None:
         _follow_up(execution_uuid)
         return
-    _run_held(execution, worker, now)
+    _run_held(execution, held, worker, now)
 
 
 def run_here(execution: Execution) -> None:
     """Run an execution that `trigger(..., run_here=True)` created owned by this process."""
-    _run_held(execution, workers.current(), None)
-
-
-def _run_held(execution: Execution, worker: workers.WorkerProcess, now: datetime | None) -> None:
+    worker = workers.current()
     held = Claim.of(execution)
     worker.hold(held)
+    _run_held(execution, held, worker, None)
+
+
+def _run_held(
+    execution: Execution, held: Claim, worker: workers.WorkerProcess, now: datetime | None
+) -> None:
+    """Run an execution this worker holds, and let go of it however the run ends."""
     try:
         _run_claimed(execution, held, (lambda: now) if now else clock.now)
     except (EngineUnavailable, DatabaseError) as error:

@@ -15,7 +15,9 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -60,6 +62,10 @@ class WorkerProcess:
         self.stopping = threading.Event()
         self._held: dict[uuid.UUID, Claim] = {}
         self._to_release: dict[uuid.UUID, Claim] = {}
+        # Claims under way, and claims whose outcome a failed write left unknown (see
+        # `claiming`): counted per execution, as two threads may take messages for one.
+        self._claiming: Counter[uuid.UUID] = Counter()
+        self._unsure: set[uuid.UUID] = set()
         self._lock = threading.Lock()
         self._heartbeat: Heartbeat | None = None
         self._duties: Duties | None = None
@@ -97,8 +103,10 @@ class WorkerProcess:
         """No new step bodies from now on: each run hands its execution over at its next step."""
         if not self.stopping.is_set():
             self.stopping.set()
-            Worker.objects.filter(id=self.id, status=WorkerStatus.ALIVE).update(
-                status=WorkerStatus.STOPPING
+            on_a_live_connection(
+                lambda: Worker.objects.filter(id=self.id, status=WorkerStatus.ALIVE).update(
+                    status=WorkerStatus.STOPPING
+                )
             )
 
     def stop(self) -> None:
@@ -125,8 +133,10 @@ class WorkerProcess:
                 len(still_running),
             )
             return
-        Worker.objects.filter(id=self.id).update(
-            status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
+        on_a_live_connection(
+            lambda: Worker.objects.filter(id=self.id).update(
+                status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
+            )
         )
 
     # -- claims ------------------------------------------------------------------------------
@@ -138,6 +148,29 @@ class WorkerProcess:
     def forget(self, claim: Claim) -> None:
         with self._lock:
             self._held.pop(claim.execution_id, None)
+
+    @contextmanager
+    def claiming(self, execution_id: uuid.UUID) -> Iterator[None]:
+        """Around a claim and its `hold`: while under way, no other thread takes the execution
+        for an unsure claim of this worker's."""
+        with self._lock:
+            self._claiming[execution_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._claiming[execution_id] -= 1
+                if not self._claiming[execution_id]:
+                    del self._claiming[execution_id]
+
+    def release_if_claimed(self, execution_id: uuid.UUID) -> None:
+        """A claim failed with the database's error, and its UPDATE may have committed all the
+        same (the connection cut before the answer or the read-back): if this worker owns the
+        execution without running it, no one else would ever free it, so hand it over as soon
+        as the database answers."""
+        with self._lock:
+            self._unsure.add(execution_id)
+        self.retry_releases()
 
     def release_later(self, claim: Claim) -> None:
         """The database failed under a run: hand the execution over as soon as it answers."""
@@ -157,6 +190,28 @@ class WorkerProcess:
                 continue
             with self._lock:
                 self._to_release.pop(claim.execution_id, None)
+        with self._lock:
+            unsure = list(self._unsure)
+        for execution_id in unsure:
+            try:
+                self._release_unsure(execution_id)
+            except DatabaseError as error:
+                logger.warning("execution %s: cannot check its claim yet: %s", execution_id, error)
+                continue
+            with self._lock:
+                self._unsure.discard(execution_id)
+
+    def _release_unsure(self, execution_id: uuid.UUID) -> None:
+        owned = Execution.objects.running().filter(id=execution_id, owner=self.id)
+        epoch = owned.values_list("run_count", flat=True).first()
+        with self._lock:
+            busy = execution_id in self._held or execution_id in self._claiming
+        # Held or being claimed by another of its threads: that run owns it, and a claim of
+        # its after the read above changed the epoch, which fences the release below.
+        if epoch is not None and not busy:
+            claim = Claim(execution_id=execution_id, owner=self.id, epoch=epoch)
+            release_claim(claim, retry_in=ENGINE_ERROR_RETRY_SECONDS)
+            logger.warning("execution %s: released a claim its error left behind", execution_id)
 
     def running(self) -> list[str]:
         with self._lock:
@@ -270,6 +325,19 @@ def release_claim(claim: Claim, *, retry_in: float = 0) -> None:
             enqueue(claim.execution_id, at=clock.now() + timedelta(seconds=retry_in))
         else:
             enqueue(claim.execution_id, priority=RELEASED_PRIORITY)
+
+
+def on_a_live_connection(write: Callable[[], object]) -> None:
+    """Run `write`, once more on a new connection if this thread's failed: a worker's main
+    thread writes only when it starts and stops, and in between the database may have closed
+    that connection (a restart, an idle timeout, an administrator's terminate)."""
+    try:
+        write()
+    except DatabaseError:
+        if connection.in_atomic_block:
+            raise
+        connection.close()
+        write()
 
 
 def repeat_until_stopped(tick: Callable[[], None], stopped: threading.Event, what: str) -> None:

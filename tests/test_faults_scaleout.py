@@ -503,6 +503,10 @@ def test_terminated_postgres_connections_never_run_a_step_twice_at_once(
     assert "heartbeat failed" in logs or "engine write failed" in logs  # the cut did land
     for worker in workers:
         assert worker.process.poll() is None
+        # its main thread's connection was cut too: it signs off on a new one
+        worker.stop()
+        log = worker.log.read_text()
+        assert "Traceback" not in log and f"worker {worker.worker_id} stopped" in log, log
     print(f"\n{terminated} connections terminated in 3 rounds; {repeated} step bodies ran again")
 
 

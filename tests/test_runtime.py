@@ -469,6 +469,54 @@ def test_an_engine_write_error_ends_the_run_without_failing_it():
     assert attempts(execution_id, "breaks") == [(1, "failed", "WorkerLost"), (2, "completed", "")]
 
 
+def test_a_claim_cut_off_after_its_update_is_handed_over_once_the_database_answers():
+    """The claim's UPDATE commits and the connection drops before its read-back: the worker
+    owns the execution without running it, and no sweep frees a live worker's executions."""
+    from django.db import OperationalError
+
+    from engine import workers
+
+    execution_id = start("DATA_FLOW", {"action": "double", "value": 21})
+    claimed: list[str] = []
+
+    def cut_after_the_claim(execute, sql, params, many, context):
+        if claimed:
+            raise OperationalError("server closed the connection unexpectedly")
+        if sql.startswith('UPDATE "engine_execution"') and "run_count" in sql:
+            claimed.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(cut_after_the_claim):
+        runtime.run_execution(execution_id)
+    assert claimed and calls(execution_id) == []
+    execution = Execution.objects.get(id=execution_id)
+    assert execution.owner == workers.current().id and execution.status == "running"
+    # the database answers again (the next duty tick): handed over, and it runs to the end
+    workers.current().retry_releases()
+    assert Execution.objects.get(id=execution_id).owner is None
+    execution = run(execution_id, after=2)
+    assert execution.status == "completed" and execution.output["processedValue"] == 42
+
+
+def test_an_unsure_claim_is_left_to_the_thread_that_holds_or_is_claiming_it():
+    from engine import workers
+    from engine.claims import Claim
+
+    worker = workers.current()
+    execution_id = start("DATA_FLOW", {"action": "double", "value": 21})
+    execution_uuid = Execution.objects.get(id=execution_id).id
+    with worker.claiming(execution_uuid):
+        held = Claim.of(claim(execution_uuid, worker.id))
+        worker.release_if_claimed(execution_uuid)  # another thread's claim failed meanwhile
+    assert Execution.objects.get(id=execution_id).owner == worker.id
+    worker.hold(held)
+    worker.release_if_claimed(execution_uuid)
+    assert Execution.objects.get(id=execution_id).owner == worker.id
+    worker.forget(held)
+    worker.release_if_claimed(execution_uuid)  # now nobody runs it: handed over
+    assert Execution.objects.get(id=execution_id).owner is None
+
+
 def test_a_non_retryable_error_fails_the_step_at_once():
     execution = run(start("ERROR_KINDS", {"kind": "final"}))
     assert execution.status == "failed"
