@@ -133,11 +133,14 @@ class WorkerProcess:
                 len(still_running),
             )
             return
-        on_a_live_connection(
-            lambda: Worker.objects.filter(id=self.id).update(
-                status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
+        try:
+            on_a_live_connection(
+                lambda: Worker.objects.filter(id=self.id).update(
+                    status=WorkerStatus.DEAD, stopped_at=Now(), last_seen_at=Now()
+                )
             )
-        )
+        except DatabaseError as error:  # the leader declares it dead after the timeout
+            logger.warning("worker %s: cannot sign off (%s)", self.id, error)
 
     # -- claims ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from engine import admin_inlines
 from engine.models import Event, Execution, Step
+from engine.step_admin import STEPS_SHOWN
 from tests.test_api import make_execution
 from tests.test_execution_paging import add_steps
 
@@ -48,16 +49,16 @@ def test_the_execution_page_sends_the_same_queries_for_3_steps_or_300(admin_clie
     html, many = page_of(admin_client, execution_page(big))
     # Two more for the many: the capped counts of the steps and of the events past the page.
     assert len(many) == len(few) + 2, many
-    assert html.count('<tr class="form-row') == 50 + 50, "50 steps and 50 events"
+    assert html.count('<tr class="form-row') == STEPS_SHOWN + 50, "20 steps and 50 events"
     assert len(html) < 200_000
 
 
 def test_the_execution_page_shows_the_first_steps_and_links_to_the_rest(admin_client):
     execution = big_execution(120, attempts=5)
     html, _queries = page_of(admin_client, execution_page(execution))
-    assert "step-0049" in html and "step-0050" not in html
+    assert "step-0019" in html and "step-0020" not in html
     rest = f"{reverse('admin:engine_step_changelist')}?execution={execution.id}"
-    assert "Showing the first 50 of 120 steps" in html
+    assert "Showing the first 20 of 120 steps" in html
     assert f'<a href="{rest}">all of them in the step list</a>' in html
     listed = admin_client.get(f"{rest}&p=3").context["cl"].result_list
     assert [step.name for step in listed] == [f"step-{n:04d}" for n in range(100, 120)]
@@ -78,7 +79,7 @@ def test_the_count_of_the_rest_is_capped(admin_client, monkeypatch):
     monkeypatch.setattr(admin_inlines, "COUNT_CAP", 60)
     execution = big_execution(70)
     html, queries = page_of(admin_client, execution_page(execution))
-    assert "Showing the first 50 of over 60 steps" in html
+    assert "Showing the first 20 of over 60 steps" in html
     counts = [sql for sql in queries if "COUNT(" in sql.upper() and "engine_step" in sql]
     assert counts and all("LIMIT 61" in sql for sql in counts), counts
 

@@ -458,8 +458,11 @@ def test_sigterm_lets_the_step_finish_and_hands_over_within_2_seconds(start_work
     leaving = start_worker(threads=1)
     execution_id = runtime.trigger("FAULT_HOLD", {"seconds": [4]}).execution_id
     wait_for(lambda: starts(execution_id, "long"))
-    staying = start_worker(threads=1)
+    # SIGTERM at once, mid-step: under load a worker can take longer to start than the step
+    staying = start_worker(threads=1, ready=False)
     leaving.terminate()
+    assert not ends(execution_id, "long")
+    staying.wait_ready()
     # no new work for a stopping worker
     wait_for(lambda: WorkerRow.objects.get(id=leaving.worker_id).status == WorkerStatus.STOPPING)
     newcomer = runtime.trigger("FAULT_HOLD", {"seconds": [0]}).execution_id
@@ -489,8 +492,11 @@ def test_a_second_sigterm_stops_at_once_and_the_step_runs_again_elsewhere(start_
     leaving = start_worker(threads=1)
     execution_id = runtime.trigger("FAULT_HOLD", {"seconds": [60, 0]}).execution_id
     wait_for(lambda: starts(execution_id, "long"))
-    staying = start_worker(threads=1)
+    # SIGTERM at once, mid-step: under load a worker can take longer to start than the step
+    staying = start_worker(threads=1, ready=False)
     leaving.terminate()
+    assert not ends(execution_id, "long")
+    staying.wait_ready()
     wait_for(lambda: "Shutting down gracefully" in leaving.log.read_text())
     leaving.terminate()
     signalled = time.time()

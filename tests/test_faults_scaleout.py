@@ -563,8 +563,11 @@ def test_sigterm_hands_over_within_2_seconds_on_postgres_and_redis(
     leaving = start_worker(threads=1, **scaleout_env)
     execution_id = store.trigger("FAULT_HOLD", {"seconds": [3]})
     wait_for(lambda: starts(execution_id, "long"))
-    staying = start_worker(threads=1, **scaleout_env)
+    # SIGTERM at once, mid-step: under load a worker can take longer to start than the step
+    staying = start_worker(threads=1, ready=False, **scaleout_env)
     leaving.terminate()
+    assert not [m for m in marks(execution_id) if m.step == "long" and m.event == "end"]
+    staying.wait_ready()
     leaving.process.wait(timeout=15)
     assert leaving.process.returncode == 0
 
