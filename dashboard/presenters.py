@@ -21,6 +21,7 @@ from engine.reruns import can_start_from
 REFRESH_SECONDS = 5
 NO_CHILDREN = Children(by_step={}, first=[])
 NO_EVENTS = Events(latest=[], more=False)
+NO_TIMELINE = Timeline(rows=[], ticks=[], now_left=None, span="")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,11 +157,18 @@ class ExecutionPage:
 
 
 def load(
-    execution_id: object, *, now: datetime, full: bool = False, after: int | None = None
+    execution_id: object,
+    *,
+    now: datetime,
+    full: bool = False,
+    after: int | None = None,
+    steps_only: bool = False,
 ) -> ExecutionPage:
     """The page of an execution: its row, a window of STEPS_SHOWN steps after position `after`
     with their last attempts, a summary of every step, its events, in five queries however many
-    steps, attempts and bytes it holds; two more for its children if it has any."""
+    steps, attempts and bytes it holds; two more for its children if it has any.
+    `steps_only`: for the answer to "more", which shows the window's steps and nothing else (no
+    events, timeline or fingerprint)."""
     execution = reads.execution_head(execution_id, full=full)
     steps, more = reads.step_window(execution.id, after=after, full=full)
     summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
@@ -174,7 +182,8 @@ def load(
         more=more,
         after=after,
         children=children,
-        events=queries.events_of(execution.id),
+        events=NO_EVENTS if steps_only else queries.events_of(execution.id),
+        steps_only=steps_only,
     )
 
 
@@ -189,6 +198,7 @@ def present(
     after: int | None = None,
     children: Children = NO_CHILDREN,
     events: Events = NO_EVENTS,
+    steps_only: bool = False,
 ) -> ExecutionPage:
     """`steps`: a window of the execution's steps, their attempts prefetched."""
     views = [_step_view(step, execution, full, children) for step in steps]
@@ -204,7 +214,9 @@ def present(
         summary=summary,
         next_after=steps[-1].position if more and steps else None,
         after=after,
-        timeline=build_timeline(execution, steps, now, children=children.by_step, summary=summary),
+        timeline=NO_TIMELINE
+        if steps_only
+        else build_timeline(execution, steps, now, children=children.by_step, summary=summary),
         children=children,
         child_rows=[
             ChildRow(execution=child, step_anchor=_anchor(by_name.get(child.parent_step)))
@@ -212,7 +224,7 @@ def present(
         ],
         events=[_event_row(event, views_by_id, full) for event in events.latest],
         more_events=events.more,
-        fingerprint=fingerprint(execution, steps, now, extra=extra),
+        fingerprint="" if steps_only else fingerprint(execution, steps, now, extra=extra),
         full=full,
     )
 

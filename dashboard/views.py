@@ -149,16 +149,20 @@ def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER)
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     try:
-        after = steps_after(request)
+        more = refreshes(request, "steps-more")
         page = load(
-            execution_id, now=timezone.now(), full=request.GET.get("full") == "1", after=after
+            execution_id,
+            now=timezone.now(),
+            full=request.GET.get("full") == "1",
+            after=steps_after(request),
+            steps_only=more,
         )
     except ExecutionNotFound:
         if refreshes(request, "live"):
             return HttpResponseStopPolling("<p class='notice'>This execution no longer exists.</p>")
         return not_found(request, execution_id)
-    if refreshes(request, "steps-more"):
-        return render(request, f"{DETAIL_TEMPLATE}#steps-page", detail_context(request, page))
+    if more:
+        return render(request, f"{DETAIL_TEMPLATE}#steps-page", steps_context(request, page))
     if not refreshes(request, "live"):
         return render(request, DETAIL_TEMPLATE, detail_context(request, page))
     if page.execution.is_finished:
@@ -181,10 +185,25 @@ def detail_context(
 ) -> dict[str, object]:
     """`event_form` answers the user's own submission, and replaces the one on the page; else
     a refresh keeps the form the user has typed in, and renews an untouched one."""
-    # The page's own address, also when this answers an action posted elsewhere.
-    path = reverse("dashboard:execution_detail", args=[page.execution.id])
     query = request.GET.copy()
     query["v"] = page.fingerprint
+    context = steps_context(request, page)
+    return {
+        **context,
+        "poll_url": f"{context['first_url']}?{query.urlencode()}",
+        "event_form": event_form or new_event_form(page),
+        "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
+        # The current code's fingerprint, when it differs from the execution's own.
+        "code_now": fingerprints.changed(
+            page.execution.code_fingerprint, registry.current().fingerprint(page.execution.workflow)
+        ),
+    }
+
+
+def steps_context(request: HttpRequest, page: ExecutionPage) -> dict[str, object]:
+    """What the step cards need, all the answer to "more" renders."""
+    # The page's own address, also when this answers an action posted elsewhere.
+    path = reverse("dashboard:execution_detail", args=[page.execution.id])
     full_query = request.GET.copy()
     full_query.pop("v", None)
     full_query["full"] = "1"
@@ -195,7 +214,6 @@ def detail_context(
     return {
         "page": page,
         "execution": page.execution,
-        "poll_url": f"{path}?{query.urlencode()}",
         "full_url": f"{path}?{full_query.urlencode()}",
         "more_url": f"{path}?{more_query.urlencode()}" if page.next_after is not None else None,
         "first_url": path,
@@ -203,12 +221,6 @@ def detail_context(
         "value_path": reverse("dashboard:stored_value", args=[page.execution.id]),
         "rerun_url": reverse("dashboard:rerun", args=[page.execution.id]),
         "workers_url": reverse("dashboard:worker_list"),
-        "event_form": event_form or new_event_form(page),
-        "keep_event_form": event_form is None and request.headers.get(KEEP_FORM_HEADER) == "true",
-        # The current code's fingerprint, when it differs from the execution's own.
-        "code_now": fingerprints.changed(
-            page.execution.code_fingerprint, registry.current().fingerprint(page.execution.workflow)
-        ),
     }
 
 
