@@ -22,7 +22,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connection, transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -303,14 +303,19 @@ def declare_dead(worker_ids: list[str]) -> None:
 
 
 def release_owned_by(owners: list[str]) -> int:
-    """Free the running executions of these owners and queue them ahead of new work."""
+    """Free the running executions of these owners and queue them ahead of new work.
+
+    One whose row is locked is left for the next round (PostgreSQL's SKIP LOCKED): a frozen
+    worker still inside a step's transaction holds its execution's row, and waiting for it
+    would hold up everything else the leader frees meanwhile."""
     if not owners:
         return 0
     from engine.runtime import enqueue
 
     held = Execution.objects.running().filter(owner__in=owners)
-    ids = list(held.values_list("id", flat=True))
-    held.filter(id__in=ids).update(owner=None)
+    with transaction.atomic():
+        ids = list(held.select_for_update(skip_locked=True).values_list("id", flat=True))
+        held.filter(id__in=ids).update(owner=None)
     for execution_id in ids:
         enqueue(execution_id, priority=RELEASED_PRIORITY)
     if ids:

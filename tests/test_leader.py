@@ -1,6 +1,7 @@
 """The leader's duties run beside its heartbeat, never in its way: a leader stuck in a duty (a
-row lock on PostgreSQL, a locked queue file on SQLite) for longer than the worker timeout is
-still alive to everyone, no step runs twice, and the duty finishes once the lock is gone.
+locked queue file on SQLite) for longer than the worker timeout is still alive to everyone, no
+step runs twice, and the duty finishes once the lock is gone. On PostgreSQL it never waits for
+a locked execution: it frees the others, and that one once the lock is gone.
 
 Real `manage.py runhuey` processes; step bodies mark their runs in files
 (tests/workflows/faults.py). The PostgreSQL tests are skipped where 127.0.0.1:5432 is not
@@ -84,12 +85,25 @@ class PostgresBackend(PostgresStore):
             "SELECT id FROM engine_execution WHERE id = %s::uuid FOR UPDATE", [execution_id]
         )
 
-    def is_waited_on(self) -> bool:
+    def hold_worker(self, worker_id: str) -> None:
+        """Lock a worker's row: the leader's declaring it dead waits for it."""
+        import psycopg
+
+        self._locker = locker = psycopg.connect(self.env["DATABASE_URL"])
+        locker.execute("SELECT id FROM engine_worker WHERE id = %s FOR UPDATE", [worker_id])
+
+    def is_waited_on(self, table: str = "engine_execution") -> bool:
         waiting = self.rows(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND query LIKE 'UPDATE \"engine_execution\"%%'"
+            "AND wait_event_type = 'Lock' AND query LIKE %s",
+            f'UPDATE "{table}"%%',
         )
         return waiting[0][0] > 0
+
+    def owner(self, execution_id: str) -> str | None:
+        return self.rows("SELECT owner FROM engine_execution WHERE id = %s::uuid", execution_id)[0][
+            0
+        ]
 
     def release(self) -> None:
         if self._locker is not None:
@@ -202,10 +216,44 @@ def blocked_leader_keeps_heartbeating(
 
 
 @postgres
-def test_a_leader_waiting_on_a_row_lock_keeps_heartbeating_on_postgres(
+def test_a_locked_execution_of_a_dead_worker_holds_up_none_of_the_others_on_postgres(
     start_worker, postgres_backend
 ):
-    blocked_leader_keeps_heartbeating(start_worker, postgres_backend)
+    """As a worker frozen inside a step's transaction holds its execution's row: the leader
+    frees the dead worker's other execution at once, and the locked one once the lock is gone,
+    never waiting for it."""
+    backend = postgres_backend
+    doomed = start_worker(threads=2, **backend.env, **ENVIRONMENT)
+    locked, other = (backend.trigger("FAULT_HOLD", {"seconds": [60, 0]}) for _ in range(2))
+    wait_for(lambda: starts(locked, "long") and starts(other, "long"))
+    survivors = [start_worker(threads=2, **backend.env, **ENVIRONMENT) for _ in range(2)]
+
+    backend.hold(locked)
+    try:
+        doomed.kill()
+        killed_at = backend.now()
+        wait_for(lambda: len(starts(other, "long")) == 2, timeout=30)
+        assert backend.owner(locked) == doomed.worker_id  # skipped, not waited for
+        assert not backend.is_waited_on()
+        # Every survivor heartbeats on meanwhile, and the leader keeps coming back to it.
+        ids = [survivor.worker_id for survivor in survivors]
+        wait_for(
+            lambda: all(
+                backend.workers()[id][1] > killed_at + timedelta(seconds=2 * TIMEOUT) for id in ids
+            ),
+            timeout=30,
+        )
+        assert backend.owner(locked) == doomed.worker_id
+    finally:
+        backend.release()
+
+    wait_for(lambda: backend.running_count() == 0, timeout=60, interval=0.2)
+    assert backend.workers()[doomed.worker_id][0] == WorkerStatus.DEAD
+    for survivor in survivors:
+        assert len(survivor.worker_ids) == 1  # never declared dead, never registered again
+        assert "worker duties failed" not in survivor.log.read_text()
+    for execution_id in (locked, other):
+        assert [len(starts(execution_id, step)) for step in ("first", "long", "last")] == [1, 2, 1]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -219,15 +267,15 @@ def test_a_leader_waiting_on_the_queue_file_keeps_heartbeating_on_sqlite(
 def test_a_leader_waiting_on_a_row_lock_stops_gracefully_on_sigterm(start_worker, postgres_backend):
     """The waiting statement is cancelled: the worker signs off as dead, with nothing left."""
     backend = postgres_backend
-    doomed, held = held_by_a_killed_worker(start_worker, backend)
+    doomed, _held = held_by_a_killed_worker(start_worker, backend)
     leader = start_worker(threads=1, **backend.env, **ENVIRONMENT)
-    backend.hold(held)
+    backend.hold_worker(doomed.worker_id)  # declaring it dead waits
     doomed.kill()
-    wait_for(backend.is_waited_on, timeout=30)
+    wait_for(lambda: backend.is_waited_on("engine_worker"), timeout=30)
 
     leader.terminate()
     assert leader.process.wait(timeout=30) == 0
-    assert not backend.is_waited_on()
+    assert not backend.is_waited_on("engine_worker")
     assert backend.workers()[leader.worker_id][0] == WorkerStatus.DEAD
     log = leader.log.read_text()
     assert f"worker {leader.worker_id} stopped" in log
