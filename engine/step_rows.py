@@ -40,8 +40,10 @@ def _adapter(model: type[Step] | type[Attempt], column: str) -> Callable[[Any], 
         return lambda value: value
     if kind == "DateTimeField":
         return lambda value: connection.ops.adapt_datetimefield_value(value)
-    if kind == "JSONField":
-        return lambda value: connection.ops.adapt_json_value(value, field.encoder)
+    if kind == "JSONField":  # None is SQL NULL, as the ORM stores it
+        return lambda value: (
+            None if value is None else connection.ops.adapt_json_value(value, field.encoder)
+        )
     target = field.target_field if field.is_relation else field
     return lambda value: target.get_db_prep_save(value, connection)
 

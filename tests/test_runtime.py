@@ -448,6 +448,15 @@ def test_a_bare_except_cannot_shorten_a_durable_sleep():
     assert calls(execution_id) == ["swallowed", "after"]
 
 
+def test_a_step_without_input_or_output_stores_sql_null_as_the_orm_does():
+    execution_id = start("BARE_EXCEPT_SLEEP", {"ms": 10})
+    run(execution_id)
+    assert run(execution_id, after=1).status == "completed"
+    after = Step.objects.filter(execution_id=execution_id, name="after")
+    assert after.get().output is None
+    assert after.filter(input__isnull=True, output__isnull=True).exists()
+
+
 def test_an_engine_write_error_ends_the_run_without_failing_it():
     from engine import workers
 
