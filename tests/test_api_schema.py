@@ -121,13 +121,26 @@ class Scenario(schema.as_state_machine()):
         additional_checks: list | None = None,
         **kwargs: object,
     ) -> None:
+        checks = ALL_CHECKS
+        if is_unknown_step(case, response):
+            # `fromStep` must name a step of that very execution, which no schema can say: a
+            # made-up name is refused with 422 and the names it may take (the contract's answer).
+            checks = [check for check in ALL_CHECKS if check.__name__ != "positive_data_acceptance"]
         case.validate_response(
             response,
-            checks=ALL_CHECKS,
+            checks=checks,
             additional_checks=additional_checks,
             transport_kwargs=kwargs or None,
             recorder=getattr(self, "recorder", None),
         )
+
+
+def is_unknown_step(case: schemathesis.Case, response: schemathesis.Response) -> bool:
+    return (
+        case.path.endswith("/rerun")
+        and response.status_code == 422
+        and "has no step" in response.text
+    )
 
 
 def test_sequences_of_calls_follow_the_schema_links(executions: None) -> None:
