@@ -272,8 +272,7 @@ def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
             )
             return
         if execution is not None:
-            held = Claim.of(execution)
-            worker.hold(held)
+            held = worker.hold(execution)
     if execution is None:
         _follow_up(execution_uuid)
         return
@@ -283,9 +282,7 @@ def run_execution(execution_id: str, *, now: datetime | None = None) -> None:
 def run_here(execution: Execution) -> None:
     """Run an execution that `trigger(..., run_here=True)` created owned by this process."""
     worker = workers.current()
-    held = Claim.of(execution)
-    worker.hold(held)
-    _run_held(execution, held, worker, None)
+    _run_held(execution, worker.hold(execution), worker, None)
 
 
 def _run_held(

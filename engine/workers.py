@@ -144,9 +144,12 @@ class WorkerProcess:
 
     # -- claims ------------------------------------------------------------------------------
 
-    def hold(self, claim: Claim) -> None:
+    def hold(self, execution: Execution) -> Claim:
+        """This process runs the execution it claimed (or created owned): its claim, kept."""
+        claim = Claim.of(execution)
         with self._lock:
             self._held[claim.execution_id] = claim
+        return claim
 
     def forget(self, claim: Claim) -> None:
         with self._lock:

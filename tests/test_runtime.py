@@ -509,16 +509,15 @@ def test_a_claim_cut_off_after_its_update_is_handed_over_once_the_database_answe
 
 def test_an_unsure_claim_is_left_to_the_thread_that_holds_or_is_claiming_it():
     from engine import workers
-    from engine.claims import Claim
 
     worker = workers.current()
     execution_id = start("DATA_FLOW", {"action": "double", "value": 21})
     execution_uuid = Execution.objects.get(id=execution_id).id
     with worker.claiming(execution_uuid):
-        held = Claim.of(claim(execution_uuid, worker.id))
+        claimed = claim(execution_uuid, worker.id)
         worker.release_if_claimed(execution_uuid)  # another thread's claim failed meanwhile
     assert Execution.objects.get(id=execution_id).owner == worker.id
-    worker.hold(held)
+    held = worker.hold(claimed)
     worker.release_if_claimed(execution_uuid)
     assert Execution.objects.get(id=execution_id).owner == worker.id
     worker.forget(held)
