@@ -493,8 +493,10 @@ def enqueue(execution_id: uuid.UUID, *, at: datetime | None = None, priority: in
 
 
 def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int:
-    """Re-queue running executions that no worker holds: those overdue at once, and those due
-    before the next sweep at their wake time, in case their message was lost."""
+    """Re-queue running executions that no worker holds, in case their message was lost: those
+    overdue by the grace at once, those due before the next sweep at their wake time, and
+    those due this moment (whose message may be on its way) once they are overdue by the
+    grace, not a whole sweep later."""
     now = now or clock.now()
     grace = timedelta(seconds=settings.PLOY_SWEEP_GRACE_SECONDS) if grace is None else grace
     overdue_since = now - grace
@@ -503,12 +505,14 @@ def sweep(*, now: datetime | None = None, grace: timedelta | None = None) -> int
         unowned.filter(wake_at__lte=overdue_since).values_list("id", flat=True)[:SWEEP_BATCH]
     )
     soon = unowned.filter(
-        wake_at__gt=now, wake_at__lte=now + timedelta(seconds=settings.PLOY_SWEEP_SECONDS)
+        wake_at__gt=overdue_since,
+        wake_at__lte=now + timedelta(seconds=settings.PLOY_SWEEP_SECONDS),
     )
     for execution_id in overdue:
         enqueue(execution_id)
     for execution_id, wake_at in soon.values_list("id", "wake_at")[:SWEEP_BATCH]:
-        enqueue(execution_id, at=wake_at)
+        assert wake_at is not None  # the filter's
+        enqueue(execution_id, at=wake_at if wake_at > now else wake_at + grace)
     admitted = concurrency.repair(registry.current().config, batch=SWEEP_BATCH)
     if admitted:
         logger.info("sweep: handed on %d concurrency slot(s) no ending had", admitted)

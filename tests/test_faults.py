@@ -238,15 +238,23 @@ def kill_storm(
     kills: list[Kill] = []
     started = time.monotonic()
 
+    def top_up() -> None:
+        while store.running_count() < 8:
+            input = {"n": len(ids), "step_ms": rng.choice([80, 150, 250]), "sleep_ms": 300}
+            ids.append(store.trigger("FAULT_CHAIN", input))
+
     def holding_work() -> list[Worker]:
+        top_up()  # executions end while the storm waits for a replacement worker to start
         owners = store.owners()
         return [worker for worker in live if worker.is_ready and worker.worker_id in owners]
 
     while len(kills) < kill_points:
-        while store.running_count() < 8:
-            input = {"n": len(ids), "step_ms": rng.choice([80, 150, 250]), "sleep_ms": 300}
-            ids.append(store.trigger("FAULT_CHAIN", input))
+        top_up()
         time.sleep(rng.uniform(0.4, 1.4))
+        # Kills come faster than the timeout, but not faster than workers start: on a loaded
+        # machine a replacement can take seconds, and killing each one as soon as it claims
+        # work leaves no worker alive long enough to lead, which no engine recovers from.
+        wait_for(lambda: sum(not worker.is_ready for worker in live) <= 1, timeout=30)
         victim = rng.choice(wait_for(holding_work, timeout=20, interval=0.02))
         kills.append(kill_and_look(store, victim))
         live.remove(victim)

@@ -339,6 +339,21 @@ def test_sweep_requeues_unowned_executions_that_are_or_soon_will_be_due():
     assert abs(pending[waking] - wake_at.replace(tzinfo=None)) < timedelta(milliseconds=50)
 
 
+def test_sweep_gives_an_execution_due_this_moment_a_message_once_it_is_overdue_by_the_grace():
+    """Its message may be on its way, so not at once; but if it was lost, the execution waits
+    for the grace, not for the next sweep (a leader that took over just after a sleep's wake
+    time found it neither overdue nor waking soon, and left it a whole sweep)."""
+    just_due = start("SLEEPER", {"ms": 30_000})
+    run(just_due)
+    wake_at = Execution.objects.get(id=just_due).wake_at
+    HUEY.flush()
+    grace = timedelta(seconds=2)
+    assert runtime.sweep(now=wake_at + timedelta(seconds=0.5), grace=grace) == 0
+    [task] = HUEY.pending()
+    assert task.args == (just_due,)
+    assert abs(task.eta - (wake_at + grace).replace(tzinfo=None)) < timedelta(milliseconds=50)
+
+
 def test_invalid_step_usage_fails_the_execution_with_a_clear_error():
     from engine.claims import Claim
     from engine.context import StepContext
