@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -13,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from uuid6 import uuid7
 
+from dashboard.presenters import REFRESH_SECONDS
 from dashboard.queries import ListFilters, execution_page
 from dashboard.timeline import build_timeline
 from dashboard.values import format_duration, highlight, pretty
@@ -159,6 +161,15 @@ def attempt_bars(html: str, status: str) -> list[str]:
 
 def htmx(client: Client, url: str, target: str, **extra: str):
     return client.get(url, headers={"HX-Request": "true", "HX-Target": target, **extra})
+
+
+def early_in_a_refresh_window(margin: float = 2.0) -> None:
+    """A running execution's page changes every REFRESH_SECONDS (its relative times), so a
+    test that expects a poll to find nothing new starts with `margin` seconds of the window
+    left: under a loaded machine the page and its poll straddled the window's end."""
+    left = REFRESH_SECONDS - time.time() % REFRESH_SECONDS
+    if left < margin:
+        time.sleep(left + 0.01)
 
 
 # --- the executions list ------------------------------------------------------------------
@@ -511,6 +522,7 @@ def test_running_execution_polls_and_stops_with_286_once_it_ended(client: Client
     execution = make_execution(status="running", finished=None, input={"ms": 1})
     make_step(execution, "sleep:1", status="sleeping", input={"ms": 60000}, finished=None,
               wake=60000, attempts=[])  # fmt: skip
+    early_in_a_refresh_window()
     page = client.get(detail_url(execution))
     poll_url = page.context["poll_url"]
 

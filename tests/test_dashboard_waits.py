@@ -18,7 +18,13 @@ from dashboard.timeline import build_timeline
 from engine import events, runtime
 from engine.models import Event, Execution, Step
 from engine.queries import get_execution
-from tests.test_dashboard import LIST, detail_url, htmx, make_execution
+from tests.test_dashboard import (
+    LIST,
+    detail_url,
+    early_in_a_refresh_window,
+    htmx,
+    make_execution,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -379,6 +385,7 @@ def test_an_execution_without_events_has_no_events_table(client: Client) -> None
 
 def test_a_poll_notices_an_event_sent(client: Client) -> None:
     execution_id = waiting_approval()
+    early_in_a_refresh_window()
     poll_url = client.get(detail_url(execution_id)).context["poll_url"]
 
     assert htmx(client, poll_url, "live").status_code == 204
@@ -453,6 +460,7 @@ def test_a_top_level_execution_names_no_parent(client: Client) -> None:
 
 def test_a_poll_notices_a_child_ending(client: Client) -> None:
     parent_id = fan_out_parent([1, 2], finished=0)
+    early_in_a_refresh_window()
     poll_url = client.get(detail_url(parent_id)).context["poll_url"]
     assert htmx(client, poll_url, "live").status_code == 204
 

@@ -341,11 +341,15 @@ def test_a_kill_while_children_run_loses_none_of_them(start_worker):
 
 def test_children_left_unqueued_by_a_killed_parent_run_are_queued_by_its_recovery(start_worker):
     """The run that creates the children queues them after its commit, one message each: a
-    kill -9 in that loop must not leave the rest to the leader's next sweep (a minute)."""
-    leader = start_worker(threads=1)  # the oldest worker leads; its one thread stays busy
+    kill -9 in that loop must not leave the rest to the leader's next sweep, here ten minutes
+    away: only the recovery can queue them before the test's deadline, however loaded the
+    machine (a deadline near the default sweep's minute missed under load)."""
+    no_sweep = {"PLOY_SWEEP_SECONDS": "600"}
+    # the oldest worker leads; its one thread stays busy
+    leader = start_worker(threads=1, **no_sweep)
     busy = start("SLOW", {"seconds": 30})
     wait_for(lambda: Execution.objects.get(id=busy).owner)
-    victim = start_worker(threads=4)
+    victim = start_worker(threads=4, **no_sweep)
     parent_id = start("MANY_ITEMS", {"values": list(range(1000))})
     wait_for(lambda: children(parent_id), interval=0.002)
     victim.kill()
@@ -353,10 +357,10 @@ def test_children_left_unqueued_by_a_killed_parent_run_are_queued_by_its_recover
     HUEY.flush()  # and whatever it had queued is lost with it
     # the kill landed after the commit that created the children, before the parent suspended
     assert Execution.objects.get(id=parent_id).owner is not None
-    start_worker(threads=4)
-    execution = ended(parent_id, timeout=30)
+    start_worker(threads=4, **no_sweep)
+    execution = ended(parent_id, timeout=90)
     assert execution.status == "completed" and execution.output == [v * 2 for v in range(1000)]
-    assert time.monotonic() - killed_at < 25  # within a recovery, not at the next sweep
+    print(f"\n[measured] kill -9 -> 1,000 children done: {time.monotonic() - killed_at:.1f} s")
     assert set(item_runs(parent_id).values()) == {1}
     leader.kill()
 
