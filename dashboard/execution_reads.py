@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import takewhile
 from typing import TypeVar
 
 from django.db.models import (
@@ -36,6 +37,9 @@ from engine.queries import parse_execution_id
 # each step, then "show all".
 STEPS_SHOWN = 50
 ATTEMPTS_SHOWN = 10
+# A page whose last step is a `step.parallel` group, or one of its branches, runs on to the
+# group's last branch (up to this many more steps), so that no page splits a group.
+GROUP_RUN_ON = 200
 # A stored value longer than this (in characters of its JSON) reaches the page as its first
 # PREVIEW_CHARS only; the whole value is loaded on demand.
 PREVIEW_CHARS = 10_000
@@ -161,14 +165,29 @@ def step_window(
     execution_id: uuid.UUID, *, after: int | None, full: bool = False, limit: int = STEPS_SHOWN
 ) -> tuple[list[Step], bool]:
     """Up to `limit` steps after position `after` (from the first if None), in order, with
-    their last attempts: two queries. The flag says whether more steps follow."""
+    their last attempts: two queries (two more where a parallel group would be split). The
+    flag says whether more steps follow."""
     steps = Step.objects.filter(execution_id=execution_id).order_by("position")
+    rows = _steps_after(steps, after, limit + 1, full=full)
+    window, more = rows[:limit], len(rows) > limit
+    # The last step is a group, or a branch of one, whose next branch is on the next page
+    # (branches are named after their group, and names are unique in an execution).
+    group = (window[-1].branch_of or window[-1].name) if window else ""
+    if more and rows[limit].branch_of == group:
+        rest = _steps_after(steps, window[-1].position, GROUP_RUN_ON + 1, full=full)
+        branches = list(takewhile(lambda step: step.branch_of == group, rest[:GROUP_RUN_ON]))
+        window += branches
+        more = len(rest) > len(branches)
+    return window, more
+
+
+def _steps_after(steps: QuerySet[Step], after: int | None, count: int, *, full: bool) -> list[Step]:
     if after is not None:
         steps = steps.filter(position__gt=after)
-    rows = list(with_previews(steps, full=full).prefetch_related(last_attempts())[: limit + 1])
+    rows = list(with_previews(steps, full=full).prefetch_related(last_attempts())[:count])
     for step in rows:
         fill_previews(step, full=full)
-    return rows[:limit], len(rows) > limit
+    return rows
 
 
 def step_summary(

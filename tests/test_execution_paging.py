@@ -204,6 +204,36 @@ def test_more_steps_walk_every_step_once_in_order(client: Client) -> None:
     assert seen == [f"step-{position:04d}" for position in range(230)]
 
 
+def test_a_page_runs_on_to_the_last_branch_of_a_parallel_group_it_would_split(
+    client: Client,
+) -> None:
+    execution = make_execution()
+    add_steps(execution, STEPS_SHOWN - 2)  # positions 0-47; the group is the 49th step
+    keys = ["a", "b", "c", "d", "e"]
+    base = execution.created_at
+    Step.objects.create(
+        execution=execution, name="fan", position=STEPS_SHOWN - 2, status="completed",
+        input={"branches": keys}, output={key: 1 for key in keys}, started_at=base,
+        finished_at=base + timedelta(milliseconds=5),
+    )  # fmt: skip
+    for offset, key in enumerate(keys, start=STEPS_SHOWN - 1):
+        Step.objects.create(
+            execution=execution, name=f"fan[{key}]", position=offset, branch_of="fan",
+            status="completed", output=1, started_at=base, finished_at=base,
+        )  # fmt: skip
+    add_steps(execution, 20)  # after the group: step-0054 on
+
+    html = client.get(detail_url(execution)).content.decode()
+    branches = html.split('class="branches"')[1].split("</article>\n  </div>")[0]
+    more = re.search(r'id="steps-more">\s*<a [^>]*hx-get="([^"]+)"', html).group(1)
+    rest = htmx(client, more.replace("&amp;", "&"), "steps-more").content.decode()
+
+    assert step_names(branches) == [f"fan[{key}]" for key in keys]  # all five, in their group
+    assert step_names(html)[-6:] == ["fan", *[f"fan[{key}]" for key in keys]]
+    assert "steps_after=53" in more
+    assert step_names(rest) == [f"step-{position:04d}" for position in range(54, 74)]
+
+
 def test_more_steps_without_javascript_is_a_page_of_its_own(client: Client) -> None:
     execution = make_execution()
     add_steps(execution, 150)
