@@ -297,6 +297,15 @@ def _changes(children: Children, events: Events) -> list[object]:
     return parts
 
 
+def _logs_mark(logs: object) -> object:
+    """What changes as a running attempt's lines arrive (a long log keeps its count once its
+    middle is cut, so the last line's time too)."""
+    if not isinstance(logs, list) or not logs:
+        return 0
+    last = logs[-1]
+    return len(logs), last.get("at") if isinstance(last, dict) else None
+
+
 def fingerprint(
     execution: Execution, steps: list[Step], now: datetime, *, extra: Sequence[object] = ()
 ) -> str:
@@ -314,7 +323,8 @@ def fingerprint(
         parts += [step.name, step.status, step.attempt_count, step.failure_count]
         parts += [step.finished_at, step.wake_at]
         parts += [
-            (attempt.status, attempt.finished_at, attempt.worker) for attempt in step.attempts.all()
+            (attempt.status, attempt.finished_at, attempt.worker, _logs_mark(attempt.logs))
+            for attempt in step.attempts.all()
         ]
     parts += list(extra)
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]

@@ -23,6 +23,7 @@ from typing import TextIO, TypedDict
 
 from django.conf import settings
 
+from engine import live_logs
 from engine.errors import StepMisuse
 from engine.payloads import storable
 
@@ -56,13 +57,15 @@ class AttemptLog:
     """The capture of one attempt, in the thread that enters it (a context manager); its lines
     are kept from the first write on. Cheap when nothing is written: the hot path."""
 
-    __slots__ = ("_limit", "_lines", "_token")
+    __slots__ = ("_limit", "_lines", "_token", "attempt")
     _creating = threading.Lock()  # the body and its timeout thread may both write first
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int | None = None, *, attempt: int | None = None) -> None:
         self._limit = limit
         self._lines: BoundedLines | None = None
         self._token: contextvars.Token[AttemptLog | None] | None = None
+        # the id of the attempt row its lines reach while it runs (engine.live_logs)
+        self.attempt = attempt
 
     def __enter__(self) -> AttemptLog:
         install()
@@ -78,6 +81,8 @@ class AttemptLog:
         if self._token is not None:
             _current.reset(self._token)
             self._token = None
+        if self.attempt is not None:
+            live_logs.forget(self)  # the body is over: the attempt's end writes the rest
 
     def add(
         self,
@@ -102,12 +107,20 @@ class AttemptLog:
                     self._lines = ENDED
         return self._lines.end()
 
+    def so_far(self) -> tuple[int, list[LogLine]]:
+        """How many lines were written so far, and the lines kept of them (complete lines:
+        print()'s text without its newline yet waits for the end)."""
+        lines = self._lines
+        return (0, []) if lines is None else lines.so_far()
+
     def _buffer(self) -> BoundedLines:
         if self._lines is None:
             with AttemptLog._creating:
                 if self._lines is None:
                     limit = settings.PLOY_ATTEMPT_LOG_BYTES if self._limit is None else self._limit
                     self._lines = BoundedLines(limit)
+                    if self.attempt is not None:
+                        live_logs.watch(self)
         return self._lines
 
 
@@ -130,6 +143,7 @@ class BoundedLines:
         self._lock = threading.RLock()
         self._lines: list[LogLine] | None = None
         self._closed = False
+        self._written = 0  # lines kept or cut so far
 
     def add(self, line: LogLine) -> None:
         with self._lock:
@@ -154,10 +168,16 @@ class BoundedLines:
                 for stream, rest in self._partial.items():
                     if rest:
                         self._keep(_line(PRINT_LEVEL, stream, rest))
-                note = [_line("NOTE", "ployweb", self._note())] if self._cut else []
-                lines = self._head + note + [line for line, _ in self._tail]
-                self._lines = lines or None
+                self._lines = self._kept() or None
             return self._lines
+
+    def so_far(self) -> tuple[int, list[LogLine]]:
+        with self._lock:
+            return self._written, self._kept()
+
+    def _kept(self) -> list[LogLine]:
+        note = [_line("NOTE", "ployweb", self._note())] if self._cut else []
+        return self._head + note + [line for line, _ in self._tail]
 
     def _note(self) -> str:
         kept = self._half * 2 // 1024
@@ -167,6 +187,7 @@ class BoundedLines:
         )
 
     def _keep(self, line: LogLine) -> None:
+        self._written += 1
         size = _size(line)
         if size > self._half // 2:  # one line leaves room for others in its half
             line, size = self._shortened(line, size)

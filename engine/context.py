@@ -185,7 +185,8 @@ class StepContext(WaitingSteps):
             self._check_can_run_again(step)
         step, attempt = self._start_attempt(name, step, input, retries, branch_of)
         self._running = name
-        log = attempt_logs.AttemptLog()  # what the body logs and prints, in this thread
+        # what the body logs and prints, in this thread; on the attempt's row as it runs
+        log = attempt_logs.AttemptLog(attempt=attempt)
         try:
             with log:
                 value = fn()

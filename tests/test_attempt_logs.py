@@ -15,10 +15,17 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from engine import attempt_logs, get_ploy_context, runtime
+from engine import attempt_logs, get_ploy_context, live_logs, runtime
 from engine.errors import StepMisuse
 from engine.models import Attempt, Execution
 from tests.conftest import wait_for
+from tests.test_dashboard import (
+    detail_url,
+    early_in_a_refresh_window,
+    htmx,
+    make_execution,
+    make_step,
+)
 from tests.test_hot_path import counting
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -333,3 +340,71 @@ def test_a_handler_that_prints_to_the_captured_stderr_is_not_captured_twice():
         ("WARNING", "once"),
         ("PRINT", "printed"),
     ]
+
+
+# --- lines of a running attempt (engine/live_logs.py) --------------------------------------
+
+
+def test_a_running_attempts_lines_reach_its_row_the_api_and_the_page_while_it_runs(
+    start_worker, client, settings
+):
+    start_worker(threads=1)
+    run = str(timezone.now().timestamp())
+    execution_id = get_ploy_context().env.LOGGED_SLOWLY.trigger({"run": run}).execution_id
+
+    def running_with_lines() -> Attempt | None:
+        found = attempts_of(execution_id, "work")
+        return found[0] if found and found[0].status == "running" and found[0].logs else None
+
+    attempt = wait_for(running_with_lines, timeout=20)
+    assert messages(attempt) == [f"started {run}", "half way"]
+    answer = client.get(f"/api/executions/{execution_id}").json()
+    [work] = answer["steps"]
+    assert work["status"] == "running"
+    assert [line["message"] for line in work["attempts"][0]["logs"]] == messages(attempt)
+    page = client.get(f"/executions/{execution_id}/").content.decode()
+    assert "Logs of attempt 1" in page and f"started {run}" in page
+
+    (Path(settings.PLOY_DATA_DIR) / f"go-{run}").touch()
+    wait_for(lambda: Execution.objects.get(id=execution_id).is_finished, timeout=30)
+    [attempt] = attempts_of(execution_id, "work")
+    assert attempt.status == "completed"
+    assert messages(attempt) == [f"started {run}", "half way", "done"]
+
+
+def test_live_lines_are_written_when_new_and_never_over_an_ended_attempt():
+    execution = make_execution(status="running", finished=None)
+    step = make_step(execution, "work", status="running", finished=None,
+                     attempts=[("running", 10, None, "")])  # fmt: skip
+    row = Attempt.objects.get(step=step)
+    log = attempt_logs.AttemptLog(attempt=row.id)
+    with log:
+        logging.getLogger("app.live").warning("first")
+        assert live_logs.flush(older_than=0) == 1
+        assert messages(Attempt.objects.get(id=row.id)) == ["first"]
+        assert live_logs.flush(older_than=0) == 0  # nothing new: no write
+        Attempt.objects.filter(id=row.id).update(status="completed", logs=log.so_far()[1])
+        logging.getLogger("app.live").warning("second, after the attempt's end was written")
+        assert live_logs.flush(older_than=0) == 0
+    assert messages(Attempt.objects.get(id=row.id)) == ["first"]
+    assert live_logs.flush(older_than=0) == 0  # the body is over: no longer watched
+
+
+def test_a_poll_of_the_page_notices_new_lines_of_a_running_attempt(client):
+    execution = make_execution(status="running", finished=None)
+    step = make_step(execution, "work", status="running", finished=None,
+                     attempts=[("running", 10, None, "")])  # fmt: skip
+    line = {"at": "2026-12-01T10:00:00.000Z", "level": "INFO", "logger": "app", "data": None}
+    Attempt.objects.filter(step=step).update(logs=[{**line, "message": "first"}])
+    early_in_a_refresh_window()
+    poll_url = client.get(detail_url(execution)).context["poll_url"]
+    assert htmx(client, poll_url, "live").status_code == 204
+
+    later = {**line, "at": "2026-12-01T10:00:01.000Z", "message": "second"}
+    Attempt.objects.filter(step=step).update(logs=[{**line, "message": "first"}, later])
+    response = htmx(client, poll_url, "live")
+
+    assert response.status_code == 200
+    assert (
+        "Logs of attempt 1" in response.content.decode() and "second" in response.content.decode()
+    )

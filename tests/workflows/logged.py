@@ -160,8 +160,26 @@ def logged_chain(*, input, step):
     return [step.run(f"s{number}", body(number)) for number in range(input["steps"])]
 
 
+def logged_slowly(*, input, step):
+    """`work` logs and prints, then waits (up to 30 s) for the test's go-ahead file before its
+    last line: the first lines must reach the running attempt's row meanwhile."""
+    go = Path(os.environ["PLOY_DATA_DIR"]) / f"go-{input['run']}"
+
+    def work():
+        logger.info("started %s", input["run"])
+        print("half way")
+        deadline = time.monotonic() + 30
+        while not go.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        logger.info("done")
+        return "worked"
+
+    return step.run("work", work)
+
+
 workflows = {
     "logged_chain": logged_chain,
+    "logged_slowly": logged_slowly,
     "logged_retry": logged_retry,
     "logged_pair": logged_pair,
     "logged_flood": logged_flood,

@@ -1,0 +1,83 @@
+"""A running attempt's log lines reach its row about every FLUSH_SECONDS, so the dashboard and
+the API show what a long step body is doing before it ends; the attempt's end still writes
+them all, with its status.
+
+One daemon thread per process, running while some body that wrote is still running, does the
+writes on a database connection of its own (never inside the body's own transaction), and
+only for captures older than FLUSH_SECONDS with new lines: a step that ends sooner costs
+nothing more. A write only touches a `running` attempt, so a late one never overwrites what
+the attempt's end wrote."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from django.db import DatabaseError, connections
+
+if TYPE_CHECKING:
+    from engine.attempt_logs import AttemptLog
+
+FLUSH_SECONDS = 1.0
+
+logger = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_watched: dict[AttemptLog, tuple[float, int]] = {}  # capture: (since, lines already written)
+_thread: threading.Thread | None = None
+
+
+def watch(log: AttemptLog) -> None:
+    """From the capture's first line until its body ends (`forget`)."""
+    global _thread
+    with _lock:
+        _watched[log] = (time.monotonic(), 0)
+        if _thread is None:
+            _thread = threading.Thread(target=_run, name="ploy-live-logs", daemon=True)
+            _thread.start()
+
+
+def forget(log: AttemptLog) -> None:
+    with _lock:
+        _watched.pop(log, None)
+
+
+def flush(*, older_than: float = FLUSH_SECONDS) -> int:
+    """Write the new lines of every capture watched for `older_than` seconds or more; how
+    many attempt rows were written."""
+    from engine.models import Attempt, AttemptStatus
+
+    now = time.monotonic()
+    with _lock:
+        due = [log for log, (since, _) in _watched.items() if now - since >= older_than]
+    updated = 0
+    for log in due:
+        count, lines = log.so_far()
+        with _lock:
+            since, written = _watched.get(log, (now, count))
+        if count == written or log.attempt is None:
+            continue
+        running = Attempt.objects.filter(id=log.attempt, status=AttemptStatus.RUNNING)
+        updated += running.update(logs=lines)
+        with _lock:
+            if log in _watched:
+                _watched[log] = (since, count)
+    return updated
+
+
+def _run() -> None:
+    global _thread
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        with _lock:
+            if not _watched:
+                _thread = None  # the next capture that writes starts another
+                return
+        try:
+            flush()
+        except DatabaseError as error:  # the attempt's end writes its lines anyway
+            logger.warning("live logs: cannot write now: %s", error)
+        finally:
+            connections["default"].close()  # held only while a round writes
