@@ -37,6 +37,8 @@ from engine.queries import parse_execution_id
 # each step, then "show all".
 STEPS_SHOWN = 50
 ATTEMPTS_SHOWN = 10
+# The live refresh of the steps loaded with "more" reads them again at once, up to this many.
+LIVE_STEPS_MAX = 500
 # A page whose last step is a `step.parallel` group, or one of its branches, runs on to the
 # group's last branch (up to this many more steps), so that no page splits a group.
 GROUP_RUN_ON = 200
@@ -159,6 +161,14 @@ def last_attempts() -> Prefetch:
     """The last ATTEMPTS_SHOWN attempts of each step, a range of the (step, number) index."""
     attempts = Attempt.objects.filter(number__gt=F("step__attempt_count") - ATTEMPTS_SHOWN)
     return Prefetch("attempts", queryset=attempts.order_by("number"))
+
+
+def window_size(after: int | None, through: int | None) -> int:
+    """STEPS_SHOWN, or the steps after `after` through position `through` (what a page
+    loaded with "more" holds, read again by its live refresh), at most LIVE_STEPS_MAX."""
+    if after is None or through is None or through <= after:
+        return STEPS_SHOWN
+    return min(through - after, LIVE_STEPS_MAX)
 
 
 def step_window(

@@ -163,14 +163,15 @@ def load(
     full: bool = False,
     after: int | None = None,
     steps_only: bool = False,
+    limit: int = reads.STEPS_SHOWN,
 ) -> ExecutionPage:
-    """The page of an execution: its row, a window of STEPS_SHOWN steps after position `after`
+    """The page of an execution: its row, a window of `limit` steps after position `after`
     with their last attempts, a summary of every step, its events, in five queries however many
     steps, attempts and bytes it holds; two more for its children if it has any.
     `steps_only`: for the answer to "more", which shows the window's steps and nothing else (no
     events, timeline or fingerprint)."""
     execution = reads.execution_head(execution_id, full=full)
-    steps, more = reads.step_window(execution.id, after=after, full=full)
+    steps, more = reads.step_window(execution.id, after=after, full=full, limit=limit)
     summary = reads.step_summary(execution.id, steps, live=not execution.is_finished, after=after)
     children = queries.children_of(execution.id) if execution.has_children else NO_CHILDREN
     return present(

@@ -149,13 +149,18 @@ def trigger_execution(request: HtmxHttpRequest) -> HttpResponse:
 @vary_on_headers("HX-Request", "HX-Target", KEEP_FORM_HEADER)
 def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpResponse:
     try:
-        more = refreshes(request, "steps-more")
+        # "more", or the live refresh of every step loaded with it (dashboard.js)
+        more = refreshes(request, "steps-more") or refreshes(request, "steps-extra")
+        after = steps_after(request)
         page = load(
             execution_id,
             now=timezone.now(),
             full=request.GET.get("full") == "1",
-            after=steps_after(request),
+            after=after,
             steps_only=more,
+            limit=execution_reads.window_size(
+                after, position_param(request, "through") if more else None
+            ),
         )
     except ExecutionNotFound:
         if refreshes(request, "live"):
@@ -176,7 +181,11 @@ def execution_detail(request: HtmxHttpRequest, execution_id: str) -> HttpRespons
 def steps_after(request: HttpRequest) -> int | None:
     """?steps_after=N: the page's steps start after position N (0-based); a bad value is an
     unknown page, not an error worth more than the first steps."""
-    value = request.GET.get("steps_after", "")
+    return position_param(request, "steps_after")
+
+
+def position_param(request: HttpRequest, name: str) -> int | None:
+    value = request.GET.get(name, "")
     return int(value) if value.isdigit() and len(value) < 10 else None
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from engine.models import Execution, Step  # noqa: E402  (after test_browser's environment)
+from engine.models import Attempt, Execution, Step  # noqa: E402  (after test_browser's environment)
 from tests.test_browser import assert_not_reloaded, browser, mark_document, page
 from tests.test_dashboard import make_execution
 from tests.test_execution_paging import add_steps
@@ -19,18 +19,32 @@ __all__ = ["browser", "page"]  # the fixtures
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_a_big_execution_pages_its_steps_attempts_and_values(page: Page) -> None:
-    execution = make_execution(
+def running_execution() -> Execution:
+    return make_execution(
         status="running", finished=None, created=timezone.now() - timedelta(seconds=5)
     )
-    [retried] = add_steps(execution, 1, attempts=30, status="running")
-    [big] = add_steps(execution, 1)
-    Step.objects.filter(id=big.id).update(output={"rows": ["x" * 1000 for _ in range(50)]})
-    add_steps(execution, 148)
 
+
+def give_a_big_output(step: Step) -> None:
+    """About 50 KB of JSON: over the page's 10 KB, so it shows cut, with "Show all"."""
+    Step.objects.filter(id=step.id).update(output={"rows": ["x" * 1000 for _ in range(50)]})
+
+
+def open_page(page: Page, execution: Execution):
+    """The execution's page, marked to tell a reload; its step cards."""
     page.goto(f"/executions/{execution.id}/")
     mark_document(page)
-    steps = page.locator("#steps article.step")
+    return page.locator("#steps article.step")
+
+
+def test_a_big_execution_pages_its_steps_attempts_and_values(page: Page) -> None:
+    execution = running_execution()
+    [retried] = add_steps(execution, 1, attempts=30, status="running")
+    [big] = add_steps(execution, 1)
+    give_a_big_output(big)
+    add_steps(execution, 148)
+
+    steps = open_page(page, execution)
     expect(steps).to_have_count(50)
     expect(page.locator(".tl-row", has_text="100 more steps")).to_be_visible()
 
@@ -64,3 +78,38 @@ def test_a_big_execution_pages_its_steps_attempts_and_values(page: Page) -> None
     expect(steps).to_have_count(150)
     assert_not_reloaded(page)
     assert re.search(rf"/executions/{execution.id}/$", page.url)
+
+
+def test_the_steps_and_attempts_loaded_on_demand_follow_the_execution_live(page: Page) -> None:
+    execution = running_execution()
+    add_steps(execution, 60)
+    [runner] = add_steps(execution, 1, attempts=12, status="running")  # the 61st: page two
+    [big] = add_steps(execution, 1)
+    give_a_big_output(big)
+    add_steps(execution, 38)
+
+    steps = open_page(page, execution)
+    page.get_by_role("link", name="Show the next 50 steps").click()
+    expect(steps).to_have_count(100)
+    card = page.locator("#step-61")
+    card.get_by_role("link", name="Show all 12 attempts").click()
+    attempts = page.locator("#step-61-attempts tbody tr")
+    expect(attempts).to_have_count(12)
+    expect(card.locator(".badge").first).to_have_text("running")
+    output = page.locator("#step-62-output")
+    output.get_by_role("link", name="Show all").click()
+    expect(output).not_to_contain_text("Showing the first")
+
+    # A 13th attempt completes the step: both the loaded card and its loaded attempts show it.
+    Attempt.objects.create(
+        step=runner, number=13, status="completed", started_at=runner.started_at,
+        finished_at=runner.finished_at,
+    )  # fmt: skip
+    Step.objects.filter(id=runner.id).update(status="completed", attempt_count=13)
+
+    expect(card.locator(".badge").first).to_have_text("completed")
+    expect(attempts).to_have_count(13)
+    expect(page.locator("#step-61-attempt-13")).to_contain_text("completed")
+    expect(steps).to_have_count(100)
+    assert output.locator("pre").inner_text().count("x" * 1000) == 50  # loaded again, whole
+    assert_not_reloaded(page)

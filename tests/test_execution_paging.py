@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from dashboard.execution_reads import STEPS_SHOWN
+from dashboard.execution_reads import LIVE_STEPS_MAX, STEPS_SHOWN
 from engine.models import Attempt, Execution, Step
 from engine.records import load_record
 from tests.test_dashboard import at, detail_url, htmx, make_execution
@@ -232,6 +232,24 @@ def test_a_page_runs_on_to_the_last_branch_of_a_parallel_group_it_would_split(
     assert step_names(html)[-6:] == ["fan", *[f"fan[{key}]" for key in keys]]
     assert "steps_after=53" in more
     assert step_names(rest) == [f"step-{position:04d}" for position in range(54, 74)]
+
+
+def test_the_live_refresh_of_loaded_steps_reads_them_all_again_in_one_answer(
+    client: Client, django_assert_num_queries
+) -> None:
+    execution = make_execution(status="running", finished=None)
+    add_steps(execution, 700)
+    url = f"{detail_url(execution)}?steps_after=49"
+
+    with django_assert_num_queries(4):
+        loaded = htmx(client, f"{url}&through=149", "steps-extra").content.decode()
+    capped = htmx(client, f"{url}&through=999999999", "steps-extra").content.decode()
+    more = htmx(client, f"{url}&through=149", "steps-more").content.decode()
+
+    assert step_names(loaded) == [f"step-{position:04d}" for position in range(50, 150)]
+    assert "steps_after=149" in loaded  # the "more" link goes on from the last one
+    assert len(step_names(capped)) == LIVE_STEPS_MAX
+    assert len(step_names(more)) == 100  # "through" is the refresh's: more asks for it too
 
 
 def test_more_steps_without_javascript_is_a_page_of_its_own(client: Client) -> None:

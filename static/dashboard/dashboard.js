@@ -134,9 +134,15 @@
   });
   // On-demand loads (more steps, every attempt of a step, a whole value) carry data-load, the
   // id of what they bring. While one is in flight the live refresh waits (its swap would
-  // drop the load's target); once loaded, refreshes keep it as it is (hx-preserve).
-  const loaded = new Set();
-  let loading = 0;
+  // drop the load's target); once loaded, a refresh keeps it in place (hx-preserve), then
+  // reads it again: the loaded steps at once (up to LIVE_STEPS_MAX), each step's attempts, and
+  // the values inside the steps read again (a value shown is one that can no longer change).
+  const LIVE_STEPS_MAX = 500; // dashboard/execution_reads.py
+  const loads = new Map(); // id: the URL that loaded it (the first page, for the steps)
+  let loading = 0; // loads and their live reloads in flight: the live refresh waits for them
+  let userLoads = 0; // loads the user started so far, and those still in flight
+  let userInFlight = 0;
+  let reloadWanted = false; // a refresh swapped in: read the loads again once none is in flight
   function isLoad(elt) { return Boolean(elt && elt.hasAttribute && elt.hasAttribute("data-load")); }
   document.addEventListener("htmx:beforeRequest", function (event) {
     const elt = event.detail.elt;
@@ -147,22 +153,71 @@
     // The link itself is swapped away with its target, so its own events reach no one: the
     // request's end is read from the request.
     const id = elt.getAttribute("data-load");
+    const url = elt.getAttribute("hx-get");
     loading += 1;
+    userLoads += 1;
+    userInFlight += 1;
     event.detail.xhr.addEventListener("loadend", function () {
       loading = Math.max(loading - 1, 0);
-      if (event.detail.xhr.status === 200) loaded.add(id);
+      userInFlight = Math.max(userInFlight - 1, 0);
+      if (event.detail.xhr.status === 200 && !loads.has(id)) loads.set(id, url);
+      if (reloadWanted && !userInFlight) setTimeout(reloadLoads, 0);
     });
   });
   document.addEventListener("htmx:beforeSwap", function (event) {
+    // A reload that a load of the user's overtook would undo it: read everything again.
+    const headers = event.detail.requestConfig && event.detail.requestConfig.headers;
+    const asOf = headers && headers["X-Ploy-Reload"];
+    if (asOf !== undefined && Number(asOf) !== userLoads) {
+      event.detail.shouldSwap = false;
+      reloadWanted = true;
+      if (!userInFlight) setTimeout(reloadLoads, 0);
+      return;
+    }
     if (!event.detail.target || event.detail.target.id !== "live") return;
     if (loading) { event.detail.shouldSwap = false; return; }
     let text = event.detail.serverResponse;
-    if (typeof text !== "string" || !loaded.size) return;
-    loaded.forEach(function (id) {
+    if (typeof text !== "string" || !loads.size || !event.detail.shouldSwap) return;
+    loads.forEach(function (url, id) {
       text = text.replace('id="' + id + '"', 'id="' + id + '" hx-preserve="true"');
     });
     event.detail.serverResponse = text;
+    reloadWanted = true;
   });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (reloadWanted && !userInFlight) reloadLoads();
+  });
+  function fetchAgain(id, url, swap) {
+    loading += 1;
+    const headers = { "X-Ploy-Reload": String(userLoads) };
+    return htmx.ajax("GET", url, { target: "#" + id, swap: swap, headers: headers })
+      .catch(function () {})
+      .then(function () { loading = Math.max(loading - 1, 0); });
+  }
+  function reloadLoads() {
+    if (!reloadWanted || userInFlight) return;
+    reloadWanted = false;
+    const extra = document.getElementById("steps-extra");
+    const first = loads.get("steps-extra");
+    const cards = extra ? extra.querySelectorAll(":scope > article.step").length : 0;
+    const steps = Boolean(first && cards && cards <= LIVE_STEPS_MAX);
+    const again = [];
+    loads.forEach(function (url, id) {
+      const elt = id !== "steps-extra" && document.getElementById(id);
+      if (elt && (id.endsWith("-attempts") || (steps && extra.contains(elt)))) again.push([id, url]);
+    });
+    function others() {
+      if (reloadWanted) return; // overtaken: the next reload does it all
+      again.forEach(function (load) {
+        if (document.getElementById(load[0])) fetchAgain(load[0], load[1], "outerHTML");
+      });
+    }
+    if (!steps) { others(); return; }
+    const next = extra.querySelector("#steps-more a[hx-get]");
+    const last = next ? new URL(next.getAttribute("hx-get"), location.href).searchParams.get("steps_after") : "999999999";
+    const url = first + (first.indexOf("?") < 0 ? "?" : "&") + "through=" + last;
+    fetchAgain("steps-extra", url, "innerHTML").then(others);
+  }
   function openTarget() {
     const id = decodeURIComponent(location.hash.slice(1));
     const target = id && document.getElementById(id);
