@@ -34,7 +34,7 @@ def watch(log: AttemptLog) -> None:
     global _thread
     with _lock:
         _watched[log] = (time.monotonic(), 0)
-        if _thread is None:
+        if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="ploy-live-logs", daemon=True)
             _thread.start()
 
@@ -78,6 +78,8 @@ def _run() -> None:
         try:
             flush()
         except DatabaseError as error:  # the attempt's end writes its lines anyway
-            logger.warning("live logs: cannot write now: %s", error)
+            logger.debug("live logs: cannot write now: %s", error)
+        except Exception:  # never the end of the thread: the next round tries again
+            logger.exception("live logs: a round failed")
         finally:
             connections["default"].close()  # held only while a round writes

@@ -135,8 +135,9 @@
   // On-demand loads (more steps, every attempt of a step, a whole value) carry data-load, the
   // id of what they bring. While one is in flight the live refresh waits (its swap would
   // drop the load's target); once loaded, a refresh keeps it in place (hx-preserve), then
-  // reads it again: the loaded steps at once (up to LIVE_STEPS_MAX), each step's attempts, and
-  // the values inside the steps read again (a value shown is one that can no longer change).
+  // reads it again: the loaded steps at once (up to LIVE_STEPS_MAX), keeping what was loaded
+  // inside them, then each step's attempts shown whole (a whole value shown is one that can
+  // no longer change: it stays as it is).
   const LIVE_STEPS_MAX = 500; // dashboard/execution_reads.py
   const loads = new Map(); // id: the URL that loaded it (the first page, for the steps)
   let loading = 0; // loads and their live reloads in flight: the live refresh waits for them
@@ -144,12 +145,25 @@
   let userInFlight = 0;
   let reloadWanted = false; // a refresh swapped in: read the loads again once none is in flight
   function isLoad(elt) { return Boolean(elt && elt.hasAttribute && elt.hasAttribute("data-load")); }
+  // A request of the user's answered with the live region (Cancel) wins over a refresh: none
+  // starts while it is in flight, and one that started before it is not swapped in after it.
+  let liveActions = 0;
+  let actingOnLive = 0;
   document.addEventListener("htmx:beforeRequest", function (event) {
     const elt = event.detail.elt;
-    if (!isLoad(elt)) {
-      if (elt.id === "live" && loading) event.preventDefault();
+    const xhr = event.detail.xhr;
+    if (elt.id === "live") {
+      if (loading || actingOnLive) event.preventDefault();
+      else xhr.ployLiveActions = liveActions;
       return;
     }
+    if (event.detail.target && event.detail.target.id === "live") {
+      liveActions += 1;
+      actingOnLive += 1;
+      xhr.addEventListener("loadend", function () { actingOnLive = Math.max(actingOnLive - 1, 0); });
+      return;
+    }
+    if (!isLoad(elt)) return;
     // The link itself is swapped away with its target, so its own events reach no one: the
     // request's end is read from the request.
     const id = elt.getAttribute("data-load");
@@ -164,24 +178,34 @@
       if (reloadWanted && !userInFlight) setTimeout(reloadLoads, 0);
     });
   });
+  function keepLoads(detail, except) {
+    let text = detail.serverResponse;
+    if (typeof text !== "string") return;
+    loads.forEach(function (url, id) {
+      if (id !== except) text = text.replace('id="' + id + '"', 'id="' + id + '" hx-preserve="true"');
+    });
+    detail.serverResponse = text;
+  }
   document.addEventListener("htmx:beforeSwap", function (event) {
-    // A reload that a load of the user's overtook would undo it: read everything again.
-    const headers = event.detail.requestConfig && event.detail.requestConfig.headers;
+    const detail = event.detail;
+    const headers = detail.requestConfig && detail.requestConfig.headers;
     const asOf = headers && headers["X-Ploy-Reload"];
-    if (asOf !== undefined && Number(asOf) !== userLoads) {
-      event.detail.shouldSwap = false;
-      reloadWanted = true;
-      if (!userInFlight) setTimeout(reloadLoads, 0);
+    if (asOf !== undefined) {
+      // A reload that a load of the user's overtook would undo it: read everything again.
+      if (Number(asOf) !== userLoads) {
+        detail.shouldSwap = false;
+        reloadWanted = true;
+        if (!userInFlight) setTimeout(reloadLoads, 0);
+      } else if (detail.target && detail.target.id === "steps-extra") {
+        keepLoads(detail, "steps-extra");
+      }
       return;
     }
-    if (!event.detail.target || event.detail.target.id !== "live") return;
-    if (loading) { event.detail.shouldSwap = false; return; }
-    let text = event.detail.serverResponse;
-    if (typeof text !== "string" || !loads.size || !event.detail.shouldSwap) return;
-    loads.forEach(function (url, id) {
-      text = text.replace('id="' + id + '"', 'id="' + id + '" hx-preserve="true"');
-    });
-    event.detail.serverResponse = text;
+    if (!detail.target || detail.target.id !== "live") return;
+    const stale = detail.xhr && detail.xhr.ployLiveActions !== undefined && detail.xhr.ployLiveActions !== liveActions;
+    if (loading || stale) { detail.shouldSwap = false; return; }
+    if (!loads.size || !detail.shouldSwap) return;
+    keepLoads(detail, null);
     reloadWanted = true;
   });
   document.addEventListener("htmx:afterSettle", function () {
@@ -203,8 +227,7 @@
     const steps = Boolean(first && cards && cards <= LIVE_STEPS_MAX);
     const again = [];
     loads.forEach(function (url, id) {
-      const elt = id !== "steps-extra" && document.getElementById(id);
-      if (elt && (id.endsWith("-attempts") || (steps && extra.contains(elt)))) again.push([id, url]);
+      if (id.endsWith("-attempts") && document.getElementById(id)) again.push([id, url]);
     });
     function others() {
       if (reloadWanted) return; // overtaken: the next reload does it all
