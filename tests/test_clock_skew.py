@@ -137,8 +137,8 @@ def test_a_leader_whose_clock_runs_behind_still_finds_a_dead_worker(
 
 def test_a_wake_time_set_by_a_clock_behind_is_not_early_for_others(scaleout_env, skewed_worker):
     skewed = skewed_worker("-1h", scaleout_env)
+    began = time.monotonic()  # before the trigger: its command's exit can take a second
     execution_id = manage(scaleout_env, "trigger", "SLEEPER", '{"ms": 12000}')
-    began = time.monotonic()
     wait_for(lambda: "sleep:1" in step_times(scaleout_env, execution_id))
     # the rest runs on hosts with a right clock: a wake time in the past would end it at once
     os.killpg(skewed.pid, signal.SIGKILL)
