@@ -44,11 +44,12 @@ def forget(log: AttemptLog) -> None:
         _watched.pop(log, None)
 
 
-def flush(*, older_than: float = FLUSH_SECONDS) -> int:
-    """Write the new lines of every capture watched for `older_than` seconds or more; how
-    many attempt rows were written."""
+def flush(*, older_than: float | None = None) -> int:
+    """Write the new lines of every capture watched for `older_than` seconds (FLUSH_SECONDS)
+    or more; how many attempt rows were written."""
     from engine.models import Attempt, AttemptStatus
 
+    older_than = FLUSH_SECONDS if older_than is None else older_than
     now = time.monotonic()
     with _lock:
         due = [log for log, (since, _) in _watched.items() if now - since >= older_than]

@@ -372,7 +372,8 @@ def test_a_running_attempts_lines_reach_its_row_the_api_and_the_page_while_it_ru
     assert messages(attempt) == [f"started {run}", "half way", "done"]
 
 
-def test_live_lines_are_written_when_new_and_never_over_an_ended_attempt():
+def test_live_lines_are_written_when_new_and_never_over_an_ended_attempt(monkeypatch):
+    monkeypatch.setattr(live_logs, "FLUSH_SECONDS", 3600)  # this test's flushes only
     execution = make_execution(status="running", finished=None)
     step = make_step(execution, "work", status="running", finished=None,
                      attempts=[("running", 10, None, "")])  # fmt: skip
