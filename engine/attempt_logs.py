@@ -120,7 +120,7 @@ class AttemptLog:
                     limit = settings.PLOY_ATTEMPT_LOG_BYTES if self._limit is None else self._limit
                     self._lines = BoundedLines(limit)
                     if self.attempt is not None:
-                        live_logs.watch(self)
+                        live_logs.watch(self, self.attempt)
         return self._lines
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import DatabaseError, connections
@@ -25,15 +26,22 @@ FLUSH_SECONDS = 1.0
 logger = logging.getLogger(__name__)
 
 _lock = threading.Lock()
-_watched: dict[AttemptLog, tuple[float, int]] = {}  # capture: (since, lines already written)
+_watched: dict[AttemptLog, Watch] = {}
 _thread: threading.Thread | None = None
 
 
-def watch(log: AttemptLog) -> None:
+@dataclass(kw_only=True)
+class Watch:
+    attempt_id: int
+    since: float
+    written: int = 0  # lines already on the row
+
+
+def watch(log: AttemptLog, attempt_id: int) -> None:
     """From the capture's first line until its body ends (`forget`)."""
     global _thread
     with _lock:
-        _watched[log] = (time.monotonic(), 0)
+        _watched[log] = Watch(attempt_id=attempt_id, since=time.monotonic())
         if _thread is None or not _thread.is_alive():
             _thread = threading.Thread(target=_run, name="ploy-live-logs", daemon=True)
             _thread.start()
@@ -52,19 +60,15 @@ def flush(*, older_than: float | None = None) -> int:
     older_than = FLUSH_SECONDS if older_than is None else older_than
     now = time.monotonic()
     with _lock:
-        due = [log for log, (since, _) in _watched.items() if now - since >= older_than]
+        due = [(log, w) for log, w in _watched.items() if now - w.since >= older_than]
     updated = 0
-    for log in due:
+    for log, watched in due:
         count, lines = log.so_far()
-        with _lock:
-            since, written = _watched.get(log, (now, count))
-        if count == written or log.attempt is None:
+        if count == watched.written:
             continue
-        running = Attempt.objects.filter(id=log.attempt, status=AttemptStatus.RUNNING)
+        running = Attempt.objects.filter(id=watched.attempt_id, status=AttemptStatus.RUNNING)
         updated += running.update(logs=lines)
-        with _lock:
-            if log in _watched:
-                _watched[log] = (since, count)
+        watched.written = count
     return updated
 
 

@@ -225,14 +225,10 @@
     const first = loads.get("steps-extra");
     const cards = extra ? extra.querySelectorAll(":scope > article.step").length : 0;
     const steps = Boolean(first && cards && cards <= LIVE_STEPS_MAX);
-    const again = [];
-    loads.forEach(function (url, id) {
-      if (id.endsWith("-attempts") && document.getElementById(id)) again.push([id, url]);
-    });
     function others() {
       if (reloadWanted) return; // overtaken: the next reload does it all
-      again.forEach(function (load) {
-        if (document.getElementById(load[0])) fetchAgain(load[0], load[1], "outerHTML");
+      loads.forEach(function (url, id) {
+        if (id.endsWith("-attempts") && document.getElementById(id)) fetchAgain(id, url, "outerHTML");
       });
     }
     if (!steps) { others(); return; }
